@@ -1,0 +1,285 @@
+"""Typed mirror of ``params.yaml``: the one source of configuration.
+
+Every section is a frozen dataclass. Loading rejects unknown keys and wrong types with a
+one-line error naming the key, so a typo in ``params.yaml`` never passes silently. CLI flags
+override single dotted keys (``masks.out=...``) through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = Path(__file__).resolve().parent / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not match the dataclasses."""
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    out: str = "data/synthetic"
+    train: int = 600
+    val: int = 100
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SamParams:
+    model_type: str = "vit_h"
+    checkpoint: str = ""
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+    precision: str = "bf16"  # fp32 | fp16 | bf16 (GPU only; CPU always runs fp32)
+
+
+@dataclass(frozen=True)
+class DinoParams:
+    model: str = "vit_small_patch8_224.dino"
+    checkpoint: str = ""
+    input_size: int = 224
+    clusters: int = 16
+    position_weight: float = 0.0
+    min_area_frac: float = 0.002
+    kmeans_iters: int = 20
+
+
+@dataclass(frozen=True)
+class SuperpixelParams:
+    method: str = "felzenszwalb"
+    scale: float = 100.0
+    sigma: float = 0.8
+    min_size: int = 50
+    min_area_frac: float = 0.002
+
+
+@dataclass(frozen=True)
+class MasksParams:
+    generator: str = "sa1b"  # sa1b | sam | dino | superpixel
+    input: str = "data/synthetic/train/images"
+    out: str = "data/shards/synthetic"
+    split: str = "train"
+    shard_size: int = 200  # samples per shard
+    shard_max_bytes: int = 1_000_000_000  # planned from source file sizes
+    max_side: int = 0  # 0 keeps the source resolution
+    max_pixels: int = 100_000_000  # larger images are rejected as absurd
+    workers: int = 1  # >1 starts a dask LocalCluster
+    scheduler: str = ""  # address of an existing dask scheduler
+    device: str = "auto"  # auto | cpu | cuda
+    sam: SamParams = field(default_factory=SamParams)
+    dino: DinoParams = field(default_factory=DinoParams)
+    superpixel: SuperpixelParams = field(default_factory=SuperpixelParams)
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """Contrastive pretraining of the tiny CLIP on synthetic captions (embedded default only)."""
+
+    captions: str = "data/synthetic/train"
+    out: str = "data/models/tinyclip"
+    model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
+    image_size: int = 64
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """PixelCLIP fine-tuning (METHOD.md); defaults sized for the embedded synthetic world."""
+
+    shards: str = "data/shards/synthetic"
+    out: str = "data/models/pixelclip"
+    clip_model: str = "TinyCLIP-ViT-8"
+    clip_pretrained: str = "data/models/tinyclip/final.pt"  # open_clip tag or local path
+    clip_resolution: int = 64
+    mask_resolution: int = 64
+    max_masks: int = 512
+    num_prompts: int = 64  # k
+    prompt_length: int = 4
+    prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
+    momentum: float = 0.999  # gamma
+    logit_scale: float = 100.0  # epsilon
+    sinkhorn_iters: int = 3
+    trainable: str = "attention"  # attention | full | none
+    use_clustering: bool = True  # ablation switch
+    use_momentum: bool = True  # ablation switch
+    lr: float = 2e-4
+    lr_visual_mult: float = 0.01
+    lr_prompt_mult: float = 10.0
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    end_lr_factor: float = 0.0
+    grad_clip: float = 0.01
+    batch_size: int = 16
+    grad_accum: int = 1
+    steps: int = 300
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    shuffle_buffer: int = 256
+    num_workers: int = 0
+    amp: str = "bf16"  # bf16 | fp16 | none (GPU only)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BenchmarkRoots:
+    """Roots of the real benchmarks in detectron2/CAT-Seg layout; empty = skipped."""
+
+    coco_stuff: str = ""
+    ade20k_150: str = ""
+    pascal_context_59: str = ""
+    cityscapes: str = ""
+    voc20: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    checkpoint: str = "data/models/pixelclip/final.pt"
+    baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag or path
+    clip_model: str = "TinyCLIP-ViT-8"
+    resolution: int = 64
+    synthetic: str = "data/synthetic"
+    roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
+    sliding_window: bool = False
+    window_stride: int = 0  # 0 = resolution * 2 / 3
+    batch_size: int = 8
+    device: str = "auto"
+    metrics: str = "metrics/eval.json"
+    plots: str = "plots"
+    num_plot_images: int = 6
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    synth: SynthParams = field(default_factory=SynthParams)
+    masks: MasksParams = field(default_factory=MasksParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'params'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key '{_join(where, unknown[0])}'")
+    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, where)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{where}' must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return origin(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"'{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None):
+    """Read ``params.yaml`` into :class:`Params`, then apply dotted-key overrides."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    try:
+        return apply_overrides(from_dict(Params, raw), overrides or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of a dataclass tree with ``{"a.b.c": value}`` overrides applied."""
+    for dotted, value in overrides.items():
+        obj = _replace_path(obj, dotted.split("."), value, dotted)
+    return obj
+
+
+def _replace_path(obj: Any, keys: list[str], value: Any, dotted: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if keys[0] not in names:
+        raise ConfigError(f"unknown key '{dotted}'")
+    hint = typing.get_type_hints(type(obj))[keys[0]]
+    if len(keys) == 1:
+        new = _coerce(hint, value, dotted)
+    else:
+        new = _replace_path(getattr(obj, keys[0]), keys[1:], value, dotted)
+    return dataclasses.replace(obj, **{keys[0]: new})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a params dataclass (what gets written next to every output)."""
+    return dataclasses.asdict(obj)
+
+
+
+def parse_sets(sets: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}`` (values parsed as YAML scalars)."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def stage_params(params_path: str | Path, section: str, sets: tuple[str, ...],
+                 flags: dict[str, Any]) -> Any:
+    """One stage's params: ``params.yaml`` ← ``--set`` overrides ← the command's own flags.
+
+    ``flags`` maps keys of ``section`` to CLI values; ``None`` means "not given".
+    """
+    overrides = parse_sets(sets)
+    overrides.update({f"{section}.{k}": v for k, v in flags.items() if v is not None})
+    return getattr(load_params(params_path, overrides), section)

@@ -1,0 +1,1 @@
+"""Benchmarks, inference, metrics and reports."""

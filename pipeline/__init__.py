@@ -1,0 +1,1 @@
+"""Offline data stages: the synthetic world and mask generation into shards."""

@@ -1,0 +1,1 @@
+"""PixelCLIP fine-tuning and the tiny-CLIP pretraining of the embedded default."""
