@@ -2,6 +2,7 @@
 PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: repro test lint bench clean-venv
 

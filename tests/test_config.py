@@ -1,0 +1,33 @@
+import pytest
+
+from config import ConfigError, MasksParams, Params, load_params, parse_sets
+
+
+def test_repo_params_load_and_mirror_dataclasses():
+    params = load_params()
+    assert isinstance(params, Params)
+    assert isinstance(params.masks, MasksParams)
+
+
+def test_unknown_key_and_wrong_type_are_one_line_errors(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("masks:\n  shard_sise: 3\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: unknown key 'masks.shard_sise'"):
+        load_params(path)
+    path.write_text("masks:\n  shard_size: lots\n")
+    with pytest.raises(ConfigError, match="'masks.shard_size' must be int"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("synth:\n  train: 5\n")
+    params = load_params(path, parse_sets(["masks.sam.points_per_side=8", "synth.size=32"]))
+    assert params.masks.sam.points_per_side == 8 and params.synth.size == 32
+    assert params.synth.train == 5
+    with pytest.raises(ConfigError, match="unknown key 'masks.nope'"):
+        load_params(path, {"masks.nope": 1})
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_sets(["novalue"])

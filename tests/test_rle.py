@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from shards import rle
+
+
+def _reference(masks: np.ndarray) -> list[dict]:
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 64), (31, 90)])
+def test_random_masks_round_trip_and_match_pycocotools(shape):
+    rng = np.random.default_rng(sum(shape))
+    masks = rng.random((5, *shape)) < rng.random((5, 1, 1))
+    encoded = rle.encode(masks)
+    assert all(isinstance(r["counts"], str) for r in encoded)
+    assert [r["counts"].encode() for r in encoded] == [r["counts"] for r in _reference(masks)]
+    np.testing.assert_array_equal(rle.decode(encoded, *shape), masks)
+    assert rle.area(encoded) == [int(m.sum()) for m in masks]
+
+
+def test_edge_cases_empty_full_single_pixel_non_square():
+    h, w = 5, 9
+    empty = np.zeros((h, w), bool)
+    full = np.ones((h, w), bool)
+    pixel = empty.copy()
+    pixel[4, 8] = True
+    masks = np.stack([empty, full, pixel])
+    encoded = rle.encode(masks)
+    np.testing.assert_array_equal(rle.decode(encoded, h, w), masks)
+    assert rle.area(encoded) == [0, h * w, 1]
+    assert rle.bbox(encoded)[2] == [8.0, 4.0, 1.0, 1.0]
+    assert rle.bbox(encoded)[1] == [0.0, 0.0, float(w), float(h)]
+
+
+def test_no_masks_and_wrong_size():
+    assert rle.encode(np.zeros((0, 4, 4), bool)) == []
+    assert rle.decode([], 4, 6).shape == (0, 4, 6)
+    encoded = rle.encode(np.ones((1, 4, 4), bool))
+    with pytest.raises(ValueError, match="size"):
+        rle.decode(encoded, 4, 5)
