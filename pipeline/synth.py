@@ -40,7 +40,7 @@ class SynthSummary:
 
 
 def run(cfg: SynthParams) -> SynthSummary:
-    """Render ``cfg.train`` + ``cfg.val`` scenes into ``cfg.out`` (deterministic in ``cfg.seed``)."""
+    """Render ``cfg.train`` + ``cfg.val`` scenes into ``cfg.out``, deterministic in the seed."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("".join(f"{n}\n" for n in NAMES))

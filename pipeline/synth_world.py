@@ -57,7 +57,8 @@ def grass(rng: Rng, size: int, c: np.ndarray) -> np.ndarray:
 
 
 def water(rng: Rng, size: int, c: np.ndarray) -> np.ndarray:
-    return _field(c, _stripes(rng, size, rng.uniform(5, 8), np.pi / 2, 22) + _blur_noise(rng, size, 2, 5))
+    waves = _stripes(rng, size, rng.uniform(5, 8), np.pi / 2, 22)
+    return _field(c, waves + _blur_noise(rng, size, 2, 5))
 
 
 def sand(rng: Rng, size: int, c: np.ndarray) -> np.ndarray:
@@ -173,7 +174,8 @@ def _shape(name: str, rng: Rng, size: int, cx: float, cy: float, s: float) -> li
 
     def ellipse(x, y, a, b, angle=0.0) -> np.ndarray:
         m = canvas()
-        cv2.ellipse(m, (round(x), round(y)), (max(1, round(a)), max(1, round(b))), angle, 0, 360, 1, -1)
+        axes = (max(1, round(a)), max(1, round(b)))
+        cv2.ellipse(m, (round(x), round(y)), axes, angle, 0, 360, 1, -1)
         return m
 
     def rect(x0, y0, x1, y1) -> np.ndarray:
@@ -189,7 +191,8 @@ def _shape(name: str, rng: Rng, size: int, cx: float, cy: float, s: float) -> li
         rad = s / 2 * rng.uniform(0.6, 1.0, k)
         return [(None, poly(np.stack([cx + rad * np.cos(ang), cy + 0.7 * rad * np.sin(ang)], 1)))]
     if name == "kite":
-        return [(None, poly([(cx, cy - s / 2), (cx + s / 3, cy), (cx, cy + s / 2), (cx - s / 3, cy)]))]
+        diamond = [(cx, cy - s / 2), (cx + s / 3, cy), (cx, cy + s / 2), (cx - s / 3, cy)]
+        return [(None, poly(diamond))]
     if name == "fish":
         body = ellipse(cx, cy, s / 2, s / 4)
         tail = poly([(cx + s / 2.4, cy), (cx + s / 1.4, cy - s / 4), (cx + s / 1.4, cy + s / 4)])
@@ -251,7 +254,9 @@ def _stuff_layout(rng: Rng, size: int) -> list[tuple[str, np.ndarray]]:
 
 
 def _paint(style: ClassStyle, rng: Rng, size: int, colour: np.ndarray | None = None) -> np.ndarray:
-    return style.paint(rng, size, colour if colour is not None else _colour(rng, style.colour, style.jitter))
+    if colour is None:
+        colour = _colour(rng, style.colour, style.jitter)
+    return style.paint(rng, size, colour)
 
 
 def render_scene(rng: Rng, size: int) -> Scene:
@@ -287,7 +292,8 @@ def render_scene(rng: Rng, size: int) -> Scene:
             pm = pmask.astype(bool) & whole
             image[pm] = plain(1, 6)(rng, size, _colour(rng, PART_COLOURS[part], 12))[pm]
             regions.append((instance, pm))
-    present = [n for n in [n for n, _ in layout] + [n for n, _ in things] if (label == IDS[n]).any()]
+    drawn = [n for n, _ in layout] + [n for n, _ in things]
+    present = [n for n in drawn if (label == IDS[n]).any()]
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     return Scene(image, label, _visible_masks(regions, label.shape), list(dict.fromkeys(present)))
 

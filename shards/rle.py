@@ -43,4 +43,6 @@ def bbox(rles: list[dict]) -> list[list[float]]:
 
 def _as_bytes(rle: dict) -> dict:
     counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    if isinstance(counts, str):
+        counts = counts.encode()
+    return {"size": list(rle["size"]), "counts": counts}

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_resumed_run_equals_uninterrupted(synth_root, tmp_path, monkeypatch):
     summary = masks_stage.run(_cfg(src, resumed))
     assert summary.skipped_shards == 1 and summary.written == 12
     for a, b in zip(list_shards(full), list_shards(resumed), strict=True):
-        assert open(a, "rb").read() == open(b, "rb").read()
+        assert Path(a).read_bytes() == Path(b).read_bytes()
     assert read_table(full / schema.MANIFEST) == read_table(resumed / schema.MANIFEST)
 
 
@@ -80,10 +81,10 @@ def test_resize_keeps_masks_aligned(synth_root, tmp_path):
 def test_other_settings_in_same_out_is_an_error_not_an_overwrite(synth_root, tmp_path):
     src = synth_root / "train" / "images"
     masks_stage.run(_cfg(src, tmp_path / "s"))
-    before = {p: open(p, "rb").read() for p in list_shards(tmp_path / "s")}
+    before = {p: Path(p).read_bytes() for p in list_shards(tmp_path / "s")}
     with pytest.raises(ConfigError, match="shard_size"):
         masks_stage.run(MasksParams(input=str(src), out=str(tmp_path / "s"), shard_size=4))
-    assert before == {p: open(p, "rb").read() for p in list_shards(tmp_path / "s")}
+    assert before == {p: Path(p).read_bytes() for p in list_shards(tmp_path / "s")}
 
 
 def test_missing_input_folder_is_a_config_error(tmp_path):

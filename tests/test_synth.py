@@ -48,7 +48,8 @@ def test_layout_is_a_real_dataset(synth_root):
         anns = data["annotations"]
         masks = rle.decode([a["segmentation"] for a in anns], 64, 64)
         assert len(masks) >= 2 and all(a["area"] == m.sum() for a, m in zip(anns, masks))
-        assert {"point_coords", "crop_box", "predicted_iou", "stability_score", "bbox"} <= set(anns[0])
+        expected = {"point_coords", "crop_box", "predicted_iou", "stability_score", "bbox"}
+        assert expected <= set(anns[0])
         # masks are unlabeled regions, but each lies inside one semantic class
         for m in masks:
             assert len(np.unique(label[m])) == 1
