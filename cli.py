@@ -70,14 +70,15 @@ def synth(params_path, sets, out, n_train, n_val, size, seed) -> None:
 @click.option("--max-side", type=int, help="resize so the long side is at most this")
 @click.option("--workers", type=int, help="dask LocalCluster workers [masks.workers]")
 @click.option("--scheduler", help="address of an existing dask scheduler")
+@click.option("--device", help="auto | cpu | cuda [masks.device]")
 def masks(params_path, sets, generator, input_dir, out, shard_size, max_side, workers,
-          scheduler) -> None:
+          scheduler, device) -> None:
     """Generate (or ingest) masks and write them as WebDataset shards."""
     from pipeline.masks import run
 
     cfg = stage_params(params_path, "masks", sets, {
         "generator": generator, "input": input_dir, "out": out, "shard_size": shard_size,
-        "max_side": max_side, "workers": workers, "scheduler": scheduler})
+        "max_side": max_side, "workers": workers, "scheduler": scheduler, "device": device})
     click.echo(f"masks: {run(cfg).line()}")
 
 

@@ -34,19 +34,22 @@ class SynthParams:
 
 @dataclass(frozen=True)
 class SamParams:
-    model_type: str = "vit_h"
-    checkpoint: str = ""
+    """segment-anything automatic mask generation; knobs named and defaulted as in SAM's AMG."""
+
+    model_type: str = "vit_h"  # vit_b | vit_l | vit_h | tiny (tiny: tests, random weights only)
+    checkpoint: str = ""  # path to sam_vit_*.pth; "random" = random init (tests/bench only)
     points_per_side: int = 32
-    points_per_batch: int = 64
+    points_per_batch: int = 64  # speed/memory only; masks do not depend on it
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     crop_n_layers: int = 0
     crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 0.3413333333333333  # 512 / 1500, SAM's default
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
-    precision: str = "bf16"  # fp32 | fp16 | bf16 (GPU only; CPU always runs fp32)
+    precision: str = "bf16"  # fp32 | fp16 | bf16: image encoder on GPU; CPU always runs fp32
 
 
 @dataclass(frozen=True)
@@ -54,19 +57,28 @@ class DinoParams:
     model: str = "vit_small_patch8_224.dino"
     checkpoint: str = ""
     input_size: int = 224
-    clusters: int = 16
-    position_weight: float = 0.0
-    min_area_frac: float = 0.002
+    clusters: int = 16  # k-means clusters per image
+    position_weight: float = 0.0  # weight of (y, x) appended to unit-norm patch features
+    min_area_frac: float = 0.002  # pieces smaller than this fraction of the image
+    small_regions: str = "merge"  # merge (into the nearest region) | drop
+    split_components: bool = True  # one mask per connected piece of a cluster
     kmeans_iters: int = 20
+    seed: int = 0
+    precision: str = "bf16"  # fp32 | fp16 | bf16 (GPU only; CPU always runs fp32)
 
 
 @dataclass(frozen=True)
 class SuperpixelParams:
-    method: str = "felzenszwalb"
-    scale: float = 100.0
+    method: str = "felzenszwalb"  # felzenszwalb | slic
+    scale: float = 100.0  # felzenszwalb: larger = bigger regions
     sigma: float = 0.8
-    min_size: int = 50
-    min_area_frac: float = 0.002
+    min_size: int = 50  # felzenszwalb: smallest component, in work-size pixels
+    n_segments: int = 100  # slic
+    compactness: float = 10.0  # slic
+    levels: int = 2  # granularities (scale x4 or segments /4 per level), masks overlap
+    work_side: int = 512  # segment a copy at most this long; masks come back at full size
+    min_area_frac: float = 0.002  # pieces smaller than this fraction of the image
+    small_regions: str = "merge"  # merge (into the nearest region) | drop
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,10 @@ class MasksParams:
     shard_max_bytes: int = 1_000_000_000  # planned from source file sizes
     max_side: int = 0  # 0 keeps the source resolution
     max_pixels: int = 100_000_000  # larger images are rejected as absurd
+    min_side: int = 8  # images with a shorter side are rejected as absurd
     workers: int = 1  # >1 starts a dask LocalCluster
     scheduler: str = ""  # address of an existing dask scheduler
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda (each dask worker gets its own GPU)
     sam: SamParams = field(default_factory=SamParams)
     dino: DinoParams = field(default_factory=DinoParams)
     superpixel: SuperpixelParams = field(default_factory=SuperpixelParams)
@@ -95,11 +108,11 @@ class PretrainParams:
     out: str = "data/models/tinyclip"
     model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
     image_size: int = 64
-    steps: int = 1500
+    steps: int = 400
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 40
     seed: int = 0
 
 
@@ -112,7 +125,7 @@ class TrainParams:
     clip_model: str = "TinyCLIP-ViT-8"
     clip_pretrained: str = "data/models/tinyclip/final.pt"  # open_clip tag or local path
     clip_resolution: int = 64
-    mask_resolution: int = 64
+    mask_resolution: int = 32  # = 4x the 8x8 feature grid: the head's output, no resize
     max_masks: int = 512
     num_prompts: int = 64  # k
     prompt_length: int = 4
@@ -121,10 +134,11 @@ class TrainParams:
     logit_scale: float = 100.0  # epsilon
     sinkhorn_iters: int = 3
     trainable: str = "attention"  # attention | full | none
+    head_widths: tuple[int, int, int] = (16, 16, 8)  # paper: 64, 64, 32 (4x the CPU cost)
     use_clustering: bool = True  # ablation switch
     use_momentum: bool = True  # ablation switch
     lr: float = 2e-4
-    lr_visual_mult: float = 0.01
+    lr_visual_mult: float = 0.5  # paper 0.01 over 10k steps; here ~100 steps
     lr_prompt_mult: float = 10.0
     weight_decay: float = 1e-4
     warmup_steps: int = 0
@@ -132,13 +146,22 @@ class TrainParams:
     grad_clip: float = 0.01
     batch_size: int = 16
     grad_accum: int = 1
-    steps: int = 300
+    steps: int = 120
     crop_scale: tuple[float, float] = (0.5, 1.0)
+    strong_aug: bool = True  # student view: jitter, greyscale, blur, cutout (teacher: plain)
+    jitter: float = 0.4  # brightness/contrast/saturation factors in 1 ± jitter
+    hue_jitter: float = 0.0  # ± turns of hue; 0 here because hue names synthetic classes
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 1.0)  # pixels at clip_resolution
+    cutout: tuple[float, float] = (0.1, 0.5)  # box side fractions; (0, 0) = off
     shuffle_buffer: int = 256
     num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
     amp: str = "bf16"  # bf16 | fp16 | none (GPU only)
-    checkpoint_every: int = 100
+    checkpoint_every: int = 40
     log_every: int = 10
+    resume: str = ""  # "" | latest | a checkpoint path
     seed: int = 0
 
 
@@ -155,17 +178,24 @@ class BenchmarkRoots:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    checkpoint: str = "data/models/pixelclip/final.pt"
-    baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag or path
+    """Baseline (untuned CLIP) and checkpoint scored side by side (METHOD.md, Inference)."""
+
+    checkpoint: str = "data/models/pixelclip/final.pt"  # "" = score the baseline alone
+    baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag, path, "" = random
     clip_model: str = "TinyCLIP-ViT-8"
-    resolution: int = 64
+    resolution: int = 64  # whole image squashed to resolution², or the sliding-window side
+    feature_size: int = 64  # dense features upsampled to this grid before the text similarity
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
+    max_images: int = 0  # per benchmark, 0 = all
     sliding_window: bool = False
     window_stride: int = 0  # 0 = resolution * 2 / 3
+    slide_short_side: int = 0  # sliding: image short side before windowing, 0 = resolution
     batch_size: int = 8
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda
     metrics: str = "metrics/eval.json"
+    per_class: str = "metrics/per_class.json"
+    predictions: str = ""  # folder for predicted label PNGs, "" = not written
     plots: str = "plots"
     num_plot_images: int = 6
 

@@ -1,7 +1,92 @@
-"""Click commands of this package, registered by ``cli.py``."""
+"""Click commands of this package, registered by ``cli.py``: evaluate, score, segment."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from config import DEFAULT_PARAMS, stage_params
+
+params_option = click.option("--params", "params_path", default=str(DEFAULT_PARAMS),
+                             show_default=True, help="params file")
+set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                          help="override any params key, e.g. --set evaluate.max_images=10")
+
+
+@click.command()
+@params_option
+@set_option
+@click.option("--checkpoint", help="fine-tuned CLIP, '' = baseline only [evaluate.checkpoint]")
+@click.option("--baseline", help="untuned CLIP: tag or path [evaluate.baseline]")
+@click.option("--model", "clip_model", help="open_clip model name [evaluate.clip_model]")
+@click.option("--resolution", type=int, help="input side in pixels [evaluate.resolution]")
+@click.option("--sliding-window/--whole-image", "sliding_window", default=None,
+              help="sliding windows instead of the whole image [evaluate.sliding_window]")
+@click.option("--max-images", type=int, help="per benchmark, 0 = all [evaluate.max_images]")
+@click.option("--device", help="auto | cpu | cuda [evaluate.device]")
+def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sliding_window,
+             max_images, device) -> None:
+    """Score the untuned CLIP and the checkpoint on every benchmark (mIoU, plots)."""
+    from evaluate.stage import run
+
+    cfg = stage_params(params_path, "evaluate", sets, {
+        "checkpoint": checkpoint, "baseline": baseline, "clip_model": clip_model,
+        "resolution": resolution, "sliding_window": sliding_window, "max_images": max_images,
+        "device": device})
+    summary = run(cfg)
+    for line in summary.lines():  # skipped benchmarks are logged by run()
+        click.echo(line)
+    click.echo(f"metrics: {summary.metrics}, plots: {cfg.plots}")
+
+
+@click.command()
+@click.option("--pred", "pred_dir", required=True, help="folder of predicted label PNGs")
+@click.option("--gt", "gt_dir", required=True, help="folder of ground-truth label PNGs")
+@click.option("--num-classes", type=int, required=True, help="number of classes")
+@click.option("--ignore-index", type=int, default=255, show_default=True)
+@click.option("--suffix", default=".png", show_default=True,
+              help="ground-truth file suffix, e.g. _gtFine_labelTrainIds.png")
+@click.option("--json", "json_out", help="write the scores (with per-class IoU) here")
+def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, json_out) -> None:
+    """Score predicted label PNGs against ground truth (same numbers as evaluate)."""
+    from evaluate.score import score_folders
+
+    result = score_folders(pred_dir, gt_dir, num_classes, ignore_index, suffix)
+    click.echo(f"mIoU {result['miou']:.2f}  pixel acc {result['pixel_acc']:.2f}  "
+               f"({result['images']} images)")
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--classes", required=True, help="comma-separated class names, e.g. 'sky,dog'")
+@click.option("--checkpoint", help="open_clip checkpoint: path or tag [evaluate.checkpoint]")
+@click.option("--model", "clip_model", help="open_clip model name [evaluate.clip_model]")
+@click.option("--out", required=True, help="output folder")
+@click.option("--resolution", type=int, help="input side in pixels [evaluate.resolution]")
+@click.option("--sliding-window/--whole-image", "sliding_window", default=None)
+@click.option("--device", help="auto | cpu | cuda [evaluate.device]")
+@params_option
+@set_option
+def segment(images, classes, checkpoint, clip_model, out, resolution, sliding_window, device,
+            params_path, sets) -> None:
+    """Segment IMAGES with the given class names: overlay PNG with legend + label PNG."""
+    from evaluate.inference import options_from
+    from evaluate.segment import parse_classes
+    from evaluate.segment import segment as run_segment
+
+    names = parse_classes(classes)
+    cfg = stage_params(params_path, "evaluate", sets, {
+        "checkpoint": checkpoint, "clip_model": clip_model, "resolution": resolution,
+        "sliding_window": sliding_window, "device": device})
+    written = run_segment(list(images), names, out, cfg.clip_model, cfg.checkpoint,
+                          options_from(cfg), cfg.device)
+    for path in written:
+        click.echo(str(path))
+
+
+COMMANDS: list[click.Command] = [evaluate, score, segment]

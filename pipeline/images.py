@@ -1,4 +1,8 @@
-"""Loading any image file into RGB uint8, with a reason when it cannot be used."""
+"""Loading any image file into RGB uint8, with a reason when it cannot be used.
+
+Every failure is a :class:`BadInput` whose message becomes the ``reason`` column of
+``rejects.parquet``: empty, unreadable, not an image, corrupt or truncated, absurd size.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+SIDECAR_SUFFIXES = (".json",)  # <stem>.json next to <stem>.<image>: annotations, not inputs
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 class BadInput(ValueError):
@@ -28,47 +34,91 @@ class LoadedImage:
 
 def list_images(root: str | Path) -> list[Path]:
     """Every image file under ``root`` (recursive), sorted for a stable order."""
+    return [p for p in list_inputs(root) if is_image_name(p)]
+
+
+def list_inputs(root: str | Path) -> list[Path]:
+    """Every candidate input under ``root`` (recursive, sorted): image files and any other
+    non-hidden file, except ``<stem>.json`` sidecars of an image in the same folder.
+
+    Non-image files are listed so that the stage can record them as rejects with a reason.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: input folder not found")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p, root))
+    image_stems = {p.with_suffix("") for p in files if is_image_name(p)}
+    return [p for p in files
+            if not (p.suffix.lower() in SIDECAR_SUFFIXES and p.with_suffix("") in image_stems)]
 
 
-def load_image(path: str | Path, max_side: int = 0, max_pixels: int = 100_000_000) -> LoadedImage:
-    """Read an image as RGB, honouring EXIF orientation; raise :class:`BadInput` with a reason."""
+def is_image_name(path: str | Path) -> bool:
+    """Whether a file name has one of the image suffixes this stage reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(path: str | Path, max_side: int = 0, max_pixels: int = 100_000_000,
+               min_side: int = 1) -> LoadedImage:
+    """Read an image as RGB uint8, honouring EXIF orientation, optionally resized so its long
+    side is at most ``max_side``; raise :class:`BadInput` with a reason when it is unusable.
+
+    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted.
+    JPEG/PNG files that need no change are stored as their original bytes.
+    """
     path = Path(path)
+    if not is_image_name(path):
+        raise BadInput(f"not an image file (suffix '{path.suffix}')")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise BadInput(f"unreadable file ({exc.strerror})") from None
     if not raw:
         raise BadInput("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
-            width, height = img.size
-            if width * height > max_pixels or min(width, height) < 1:
-                raise BadInput(f"absurd size {width}x{height}")
-            img.load()
-            fmt = img.format
-            oriented = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(oriented)
-    except BadInput:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInput("not an image or unsupported format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise BadInput(f"corrupt or truncated image ({exc})") from None
-    source_size = rgb.shape[:2]
+    img, fmt, rgb, rotated = _decode(raw, max_pixels, min_side)
+    source_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     resized = _fit(rgb, max_side)
-    if resized is rgb and oriented is img and fmt in ("JPEG", "PNG") and img.mode == "RGB":
-        return LoadedImage(rgb, raw, "jpg" if fmt == "JPEG" else "png", source_size)
     ext = "jpg" if fmt == "JPEG" else "png"
+    if resized is rgb and not rotated and fmt in ("JPEG", "PNG") and img.mode == "RGB":
+        return LoadedImage(rgb, raw, ext, source_size)
     return LoadedImage(resized, encode_image(resized, ext), ext, source_size)
 
 
+def _decode(raw: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, str, np.ndarray,
+                                                                 bool]:
+    """Bytes → (PIL image, format, RGB array, whether EXIF rotated it); checks the size from
+    the header before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = _open_unchecked(raw)
+            width, height = img.size
+            if width * height > max_pixels or min(width, height) < max(1, min_side):
+                raise BadInput(f"absurd size {width}x{height}")
+            img.load()
+            fmt = img.format or ""
+            rotated = img.getexif().get(_ORIENTATION, 1) not in (1, None)
+            oriented = ImageOps.exif_transpose(img) if rotated else img
+            return img, fmt, _to_rgb(oriented), rotated
+    except BadInput:
+        raise
+    except UnidentifiedImageError:
+        raise BadInput("not an image or unsupported format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadInput(f"corrupt or truncated image ({_short(exc)})") from None
+
+
+def _open_unchecked(raw: bytes) -> Image.Image:
+    """``Image.open`` without PIL's own pixel limit: ``max_pixels`` is checked by the caller."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(io.BytesIO(raw))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def encode_image(rgb: np.ndarray, ext: str) -> bytes:
+    """RGB uint8 → JPEG (quality 95) or PNG bytes."""
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == "jpg" else []
     ok, buf = cv2.imencode(f".{ext}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
@@ -77,12 +127,13 @@ def encode_image(rgb: np.ndarray, ext: str) -> bytes:
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
         gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
@@ -96,6 +147,15 @@ def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
     scale = max_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:

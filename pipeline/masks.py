@@ -17,7 +17,7 @@ from pathlib import Path
 
 from config import ConfigError, MasksParams, to_dict
 from pipeline.generators import Item, generator_params, get_generator, needs_annotations
-from pipeline.images import BadInput, list_images, load_image
+from pipeline.images import BadInput, list_inputs, load_image
 from shards import schema
 from shards.manifest import MANIFEST_SCHEMA, REJECTS_SCHEMA, write_table
 from shards.writer import sha256_file, write_shard
@@ -68,10 +68,11 @@ def run(cfg: MasksParams) -> MasksSummary:
 
 
 def list_items(cfg: MasksParams) -> list[Item]:
-    """Every input image under ``cfg.input``, with its SA-1B JSON when the generator needs it."""
+    """Every input file under ``cfg.input`` (nested folders included), with its SA-1B JSON when
+    the generator needs it. Non-image files are items too: they become rejects with a reason."""
     root = Path(cfg.input)
     try:
-        paths = list_images(root)
+        paths = list_inputs(root)
     except FileNotFoundError:
         raise ConfigError(f"masks.input: folder not found: {root}") from None
     items = []
@@ -122,7 +123,7 @@ def process_shard(task: ShardTask, cfg: MasksParams) -> dict:
         try:
             if item.key in seen:
                 raise BadInput(f"duplicate key {item.key}")
-            image = load_image(item.image, cfg.max_side, cfg.max_pixels)
+            image = load_image(item.image, cfg.max_side, cfg.max_pixels, cfg.min_side)
             masks = generator(item, image)
         except BadInput as exc:
             rejects.append({"key": item.key, "source": item.source, "reason": str(exc)})
@@ -175,8 +176,8 @@ def _claim_output(out: Path, cfg: MasksParams) -> None:
         old = json.loads(path.read_text())
         changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
         if changed:
-            raise ConfigError(f"{out}: shards were written with other settings ({', '.join(changed)}"
-                              " differ); use a new masks.out or remove the folder")
+            raise ConfigError(f"{out}: shards were written with other settings "
+                              f"({', '.join(changed)} differ); use a new masks.out or remove it")
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("*.tmp")) + list(out.glob("*.staged")):
         stale.unlink()  # leftovers of a killed task; their part file decides what is redone

@@ -1,13 +1,25 @@
-"""Running one task per shard: in-process, on a dask LocalCluster, or on an existing cluster."""
+"""Running one task per shard: in-process, on a dask LocalCluster, or on an existing cluster.
+
+GPU placement: a ``LocalCluster`` worker ``i`` sees only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``
+is set in the worker before any CUDA call), so each worker's model lives on its own GPU. Workers
+of an existing cluster (``--scheduler``) are placed by whoever started them (e.g. one
+``dask worker`` per GPU with ``CUDA_VISIBLE_DEVICES`` set, or dask-cuda).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm import tqdm
 
-from config import MasksParams
+from config import ConfigError, MasksParams
+
+log = logging.getLogger(__name__)
+TORCH_GENERATORS = ("sam", "dino")
 
 
 def run_tasks(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams) -> list[dict]:
@@ -41,6 +53,9 @@ def _run_dask(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams, b
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None)
         client = Client(cluster)
+        gpus = visible_gpus() if _wants_gpu(cfg) else []
+        if len(gpus) > 1:
+            client.register_plugin(PinGpu(gpus), name="pin-gpu")
     try:
         futures = client.map(fn, tasks, cfg=cfg, pure=False)
         results = []
@@ -52,3 +67,48 @@ def _run_dask(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams, b
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+class PinGpu(WorkerPlugin):
+    """Dask worker plugin: worker ``i`` of a LocalCluster sees only GPU ``gpus[i % n]``."""
+
+    def __init__(self, gpus: list[str]) -> None:
+        self.gpus = gpus
+
+    def setup(self, worker: Any) -> None:
+        """Set ``CUDA_VISIBLE_DEVICES`` in the worker process (before any CUDA call)."""
+        index = int(worker.name) if str(worker.name).isdigit() else hash(worker.name)
+        os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
+
+    def teardown(self, worker: Any) -> None:
+        """Nothing to undo: the worker process ends with the cluster."""
+
+
+def visible_gpus() -> list[str]:
+    """IDs of the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` order), or none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def torch_device(name: str) -> str:
+    """Resolve ``masks.device`` (auto | cpu | cuda | cuda:N) to a torch device string."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"masks.device: '{name}' requested but no CUDA device is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"masks.device: '{name}' is not auto, cpu or cuda[:N]")
+    return name
+
+
+def _wants_gpu(cfg: MasksParams) -> bool:
+    return cfg.generator in TORCH_GENERATORS and cfg.device != "cpu"

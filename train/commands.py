@@ -4,4 +4,49 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from config import DEFAULT_PARAMS, stage_params
+
+params_option = click.option("--params", "params_path", default=str(DEFAULT_PARAMS),
+                             show_default=True, help="params file")
+set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                          help="override any params key, e.g. --set train.steps=10")
+
+
+@click.command()
+@params_option
+@set_option
+@click.option("--captions", help="folder with captions.jsonl and images/ [pretrain.captions]")
+@click.option("--out", help="output folder [pretrain.out]")
+@click.option("--steps", type=int, help="optimiser steps [pretrain.steps]")
+def pretrain(params_path, sets, captions, out, steps) -> None:
+    """Train the tiny CLIP of the embedded default on the synthetic captions."""
+    from train.pretrain import run
+
+    cfg = stage_params(params_path, "pretrain", sets,
+                       {"captions": captions, "out": out, "steps": steps})
+    click.echo(f"pretrain: {run(cfg).line()}")
+
+
+@click.command()
+@params_option
+@set_option
+@click.option("--shards", help="shard folder [train.shards]")
+@click.option("--out", help="run folder [train.out]")
+@click.option("--clip-pretrained", help="open_clip tag or checkpoint [train.clip_pretrained]")
+@click.option("--steps", type=int, help="optimiser steps [train.steps]")
+@click.option("--batch-size", type=int, help="global batch [train.batch_size]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[train.device]")
+@click.option("--resume", help="'latest' or a checkpoint path [train.resume]")
+def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, device,
+          resume) -> None:
+    """PixelCLIP fine-tuning (run under torchrun for DDP)."""
+    from train.loop import run
+
+    cfg = stage_params(params_path, "train", sets, {
+        "shards": shards, "out": out, "clip_pretrained": clip_pretrained, "steps": steps,
+        "batch_size": batch_size, "device": device, "resume": resume})
+    summary = run(cfg)
+    click.echo(f"train: {summary.line()}")
+
+
+COMMANDS: list[click.Command] = [pretrain, train]

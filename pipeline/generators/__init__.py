@@ -48,7 +48,30 @@ def _build_sa1b(cfg: MasksParams) -> MaskGenerator:
     return Sa1bIngest()
 
 
-BUILDERS: dict[str, Callable[[MasksParams], MaskGenerator]] = {"sa1b": _build_sa1b}
+def _build_sam(cfg: MasksParams) -> MaskGenerator:
+    from pipeline.generators.sam import SamGenerator
+
+    return SamGenerator(cfg.sam, cfg.device)
+
+
+def _build_dino(cfg: MasksParams) -> MaskGenerator:
+    from pipeline.generators.dino import DinoGenerator
+
+    return DinoGenerator(cfg.dino, cfg.device)
+
+
+def _build_superpixel(cfg: MasksParams) -> MaskGenerator:
+    from pipeline.generators.superpixel import SuperpixelGenerator
+
+    return SuperpixelGenerator(cfg.superpixel)
+
+
+BUILDERS: dict[str, Callable[[MasksParams], MaskGenerator]] = {
+    "sa1b": _build_sa1b,
+    "sam": _build_sam,
+    "dino": _build_dino,
+    "superpixel": _build_superpixel,
+}
 
 
 def generator_params(cfg: MasksParams) -> dict:

@@ -1,0 +1,121 @@
+"""Benchmark one PixelCLIP training step, and vectorised vs naive mask pooling.
+
+    python bench/train_step.py                      # tiny default on this CPU
+    python bench/train_step.py --model ViT-B-16 --resolution 640 --batch 48 \\
+        --precision bf16 --device cuda              # the paper's setting, on a GPU
+
+Prints images/s and peak memory per step (CUDA: max allocated; CPU: process peak RSS), then
+the time of ``mask_pool`` against a per-mask Python loop on the same inputs, and their ratio.
+Batches are random (images and rectangular masks), so no data is needed; weights are random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from config import TrainParams  # noqa: E402
+from train.clustering import mask_pool, mask_pool_naive  # noqa: E402
+from train.loop import build, train_step  # noqa: E402
+
+
+def random_batch(batch: int, res: int, mres: int, masks: int, gen: torch.Generator) -> dict:
+    """Random images and ``masks`` random rectangles per image at mask resolution."""
+    images = torch.randint(0, 256, (batch, 3, res, res), dtype=torch.uint8, generator=gen)
+    m = torch.zeros(batch, masks, mres, mres, dtype=torch.bool)
+    corners = torch.randint(0, mres // 2, (batch, masks, 2), generator=gen)
+    sizes = torch.randint(2, mres // 2 + 1, (batch, masks, 2), generator=gen)
+    for b in range(batch):
+        for i in range(masks):
+            (y, x), (h, w) = corners[b, i].tolist(), sizes[b, i].tolist()
+            m[b, i, y:y + h, x:x + w] = True
+    return {"teacher": images, "student": images, "masks": m,
+            "valid": torch.ones(batch, masks, dtype=torch.bool)}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def bench_steps(args: argparse.Namespace) -> None:
+    mres = args.mask_resolution or args.resolution
+    cfg = TrainParams(clip_model=args.model, clip_pretrained=args.pretrained,
+                      clip_resolution=args.resolution, mask_resolution=mres,
+                      batch_size=args.batch, num_prompts=args.prompts, device=args.device,
+                      amp={"fp32": "none"}.get(args.precision, args.precision),
+                      head_widths=tuple(args.head_widths), steps=args.steps + 1)
+    run = build(cfg)
+    gen = torch.Generator().manual_seed(0)
+    batch = random_batch(args.batch, args.resolution, mres, args.masks, gen)
+    train_step(run, [batch], 0)  # warm-up
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(run.device)
+    start = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        metrics = train_step(run, [batch], step)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - start) / args.steps
+    print(f"train step: {args.model} @ {args.resolution}px, masks @ {mres}px, batch "
+          f"{args.batch}, k {args.prompts}, {args.precision} on {run.device}: "
+          f"{per_step:.3f} s/step, {args.batch / per_step:.1f} images/s, peak memory "
+          f"{peak_memory_mb(run.device):.0f} MiB, loss {metrics['loss']:.4f}")
+
+
+def bench_pooling(args: argparse.Namespace) -> None:
+    device = torch.device(args.device if args.device != "auto" else "cpu")
+    mres = args.mask_resolution or args.resolution
+    gen = torch.Generator().manual_seed(1)
+    grid = max(1, args.resolution // 16)
+    feats = torch.randn(args.batch, 128, grid, grid, generator=gen).to(device)
+    masks = random_batch(args.batch, 8, mres, args.masks, gen)["masks"].to(device)
+    timings = {}
+    for name, fn in (("vectorised", mask_pool), ("naive loop", mask_pool_naive)):
+        fn(feats, masks)
+        start = time.perf_counter()
+        for _ in range(args.pool_repeats):
+            out = fn(feats, masks)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings[name] = (time.perf_counter() - start) / args.pool_repeats
+        timings[name + " out"] = out
+    same = torch.allclose(timings["vectorised out"], timings["naive loop out"], atol=1e-4)
+    print(f"mask pooling ({args.batch} images x {args.masks} masks @ {mres}px): vectorised "
+          f"{1e3 * timings['vectorised']:.2f} ms, naive loop {1e3 * timings['naive loop']:.2f} "
+          f"ms, ratio {timings['naive loop'] / timings['vectorised']:.1f}x, equal: {same}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="TinyCLIP-ViT-8")
+    p.add_argument("--pretrained", default="", help="tag or checkpoint (default: random)")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--mask-resolution", type=int, default=0, help="0 = resolution")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--masks", type=int, default=32, help="masks per image")
+    p.add_argument("--head-widths", type=int, nargs=3, default=[64, 64, 32])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--pool-repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    bench_steps(args)
+    bench_pooling(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Class names of the five benchmarks and the prompt templates of the text classifier.
+
+The lists are the public ones used by detectron2 / CAT-Seg / PixelCLIP evaluation (label id i
+of the prepared PNGs is entry i). Names are kept as published (e.g. COCO's ``sky-other``) so
+numbers stay comparable with the paper; ``prompt_name`` only trims whitespace.
+"""
+
+from __future__ import annotations
+
+# CLIP's "imagenet_select" ensemble (the 8 templates the official PixelCLIP evaluation uses).
+TEMPLATES: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+    "A photo of a {} in the scene",
+)
+
+COCO_STUFF_171: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush", "banner", "blanket",
+    "branch", "bridge", "building-other", "bush", "cabinet", "cage", "cardboard", "carpet",
+    "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard",
+    "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble", "floor-other",
+    "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other", "fruit",
+    "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves", "light",
+    "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+
+ADE20K_150: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug",
+    "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+
+PASCAL_CONTEXT_59: tuple[str, ...] = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",
+    "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
+    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
+    "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
+    "sky", "snow", "sofa", "diningtable", "track", "train", "tree", "truck", "tvmonitor", "wall",
+    "water", "window", "wood",
+)
+
+CITYSCAPES_19: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+
+VOC20: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+def prompt_name(name: str) -> str:
+    """The text put into a template for a class name (whitespace trimmed)."""
+    return name.strip()
+
+
+def prompts_for(name: str, templates: tuple[str, ...] = TEMPLATES) -> list[str]:
+    """Every template filled with one class name."""
+    return [t.format(prompt_name(name)) for t in templates]

@@ -1,0 +1,160 @@
+"""Open-vocabulary inference (METHOD.md, Inference): class names → text classifier; image →
+dense CLIP features (``train.clip.dense_features``, the path training uses) → cosine
+similarity with the class embeddings → logits upsampled to label size → argmax.
+
+Two modes: the whole image squashed to ``resolution``² (the paper's protocol), or sliding
+``resolution``² windows over the image resized to a short side of ``slide_short_side``, window
+logits averaged where they overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evaluate.class_names import TEMPLATES, prompts_for
+from train.clip import CLIPBundle, dense_features, encode_texts
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How an image becomes logits; built from ``EvaluateParams`` by :func:`options_from`."""
+
+    resolution: int = 64
+    feature_size: int = 64
+    sliding_window: bool = False
+    window_stride: int = 0  # 0 = resolution * 2 / 3
+    slide_short_side: int = 0  # 0 = resolution
+
+
+def options_from(cfg) -> InferenceOptions:
+    """The inference fields of an ``EvaluateParams``."""
+    return InferenceOptions(cfg.resolution, cfg.feature_size, cfg.sliding_window,
+                            cfg.window_stride, cfg.slide_short_side)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"evaluate.device={name} but no CUDA device is available")
+    return torch.device(name)
+
+
+def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
+    """The input side must be a multiple of the patch size (dense features need a grid)."""
+    patch = bundle.model.visual.patch_size[0]
+    if options.resolution % patch:
+        raise ValueError(
+            f"evaluate.resolution={options.resolution} is not a multiple of the patch size {patch}")
+
+
+def text_classifier(bundle: CLIPBundle, class_names: Sequence[str],
+                    templates: Sequence[str] = TEMPLATES, chunk: int = 512) -> torch.Tensor:
+    """``(C, D)`` L2-normalised class embeddings, each the mean over the prompt templates."""
+    texts = [p for name in class_names for p in prompts_for(name, tuple(templates))]
+    parts = [encode_texts(bundle.model, bundle.tokenizer, texts[i:i + chunk])
+             for i in range(0, len(texts), chunk)]
+    per_template = torch.cat(parts).reshape(len(class_names), len(templates), -1)
+    return F.normalize(per_template.mean(dim=1), dim=-1)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_input(image: np.ndarray, size: tuple[int, int], bundle: CLIPBundle,
+             device: torch.device) -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` → normalised float ``(3, *size)`` on ``device`` (bilinear)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255
+    x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
+                      antialias=True)[0]
+    mean = torch.tensor(bundle.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(bundle.std, device=device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def features_to_logits(features: torch.Tensor, text: torch.Tensor,
+                       size: tuple[int, int]) -> torch.Tensor:
+    """Dense features ``(B, D, h, w)`` → cosine logits ``(B, C, *size)`` (features upsampled
+    bilinearly, then normalised)."""
+    features = F.interpolate(features.float(), size=size, mode="bilinear", align_corners=False)
+    features = F.normalize(features, dim=1)
+    return torch.einsum("bdhw,cd->bchw", features, text.to(features))
+
+
+def whole_logits(bundle: CLIPBundle, batch: torch.Tensor, text: torch.Tensor,
+                 feature_size: int) -> torch.Tensor:
+    """Normalised ``(B, 3, r, r)`` images → ``(B, C, feature_size, feature_size)`` logits."""
+    with _autocast(batch.device):
+        features = dense_features(bundle.model.visual, batch)
+    return features_to_logits(features, text, (feature_size, feature_size))
+
+
+def window_origins(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows covering ``[0, length)``; the last one ends at ``length``."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]
+
+
+def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
+                   window: int, stride: int, feature_size: int,
+                   batch_size: int = 16) -> torch.Tensor:
+    """Normalised ``(3, H, W)`` image (both sides ≥ ``window``) → ``(C, H, W)`` logits averaged
+    over overlapping ``window``² crops (each crop scored like a whole image, then upsampled)."""
+    _, height, width = image.shape
+    boxes = [(y, x) for y in window_origins(height, window, stride)
+             for x in window_origins(width, window, stride)]
+    total = torch.zeros(text.shape[0], height, width, device=image.device)
+    count = torch.zeros(1, height, width, device=image.device)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        crops = torch.stack([image[:, y:y + window, x:x + window] for y, x in chunk])
+        logits = whole_logits(bundle, crops, text, feature_size)
+        for (y, x), part in zip(chunk, logits, strict=True):
+            part = F.interpolate(part[None], size=(window, window), mode="bilinear",
+                                 align_corners=False)[0]
+            total[:, y:y + window, x:x + window] += part
+            count[:, y:y + window, x:x + window] += 1
+    return total / count
+
+
+def _slide_size(shape: tuple[int, ...], options: InferenceOptions) -> tuple[int, int]:
+    short = max(options.slide_short_side or options.resolution, options.resolution)
+    scale = short / min(shape[0], shape[1])
+    return max(round(shape[0] * scale), short), max(round(shape[1] * scale), short)
+
+
+@torch.inference_mode()
+def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray],
+            options: InferenceOptions, device: torch.device) -> list[np.ndarray]:
+    """Label maps (``uint8`` class ids, each at its image's size) for a batch of RGB images."""
+    sizes = [img.shape[:2] for img in images]
+    if options.sliding_window:
+        stride = options.window_stride or max(1, options.resolution * 2 // 3)
+        logits = [sliding_logits(bundle, to_input(img, _slide_size(img.shape, options), bundle,
+                                                  device), text, options.resolution, stride,
+                                 options.feature_size)
+                  for img in images]
+    else:
+        side = (options.resolution, options.resolution)
+        batch = torch.stack([to_input(img, side, bundle, device) for img in images])
+        logits = list(whole_logits(bundle, batch, text, options.feature_size))
+    return [label_map(lg, size) for lg, size in zip(logits, sizes, strict=True)]
+
+
+def label_map(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(C, h, w)`` logits → argmax class ids at ``size`` (logits upsampled bilinearly)."""
+    up = F.interpolate(logits[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    dtype = np.uint8 if logits.shape[0] <= 255 else np.uint16
+    return up.argmax(dim=0).cpu().numpy().astype(dtype)

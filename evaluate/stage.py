@@ -1,0 +1,198 @@
+"""The ``evaluate`` stage: baseline (untuned CLIP) and checkpoint scored side by side.
+
+Per benchmark (the synthetic one always, the real ones whose root is set and exists): text
+classifier from the class names, predictions of every model for each batch of images, one
+confusion matrix per model → ``metrics.json`` (mIoU, pixel accuracy, gain), per-class IoU in
+a second JSON with the resolved config, and figures under ``plots/<benchmark>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from config import EvaluateParams, to_dict
+from evaluate import report
+from evaluate.benchmarks import Benchmark, discover, load_pair
+from evaluate.inference import (
+    InferenceOptions,
+    check_resolution,
+    options_from,
+    predict,
+    resolve_device,
+    text_classifier,
+)
+from evaluate.labels import write_label
+from evaluate.metrics import confusion_matrix, summarize
+from train.clip import CLIPBundle, load_clip
+
+log = logging.getLogger(__name__)
+PROMPTS_FILE = "prompts.pt"
+
+
+@dataclass
+class BenchResult:
+    """Confusion matrices per model and the first few samples kept for the overlay grid."""
+
+    matrices: dict[str, np.ndarray]
+    images: list[np.ndarray] = field(default_factory=list)
+    truths: list[np.ndarray] = field(default_factory=list)
+    preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """What ``run`` wrote: headline numbers per benchmark and the skipped benchmarks."""
+
+    metrics: str
+    results: dict
+    skipped: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """One line per benchmark: mIoU of every model and the gain."""
+        out = []
+        for name, res in self.results.items():
+            parts = [f"{m} {res[m]['miou']:.2f}" for m in ("baseline", "checkpoint") if m in res]
+            gain = f" (gain {res['gain_miou']:+.2f})" if "gain_miou" in res else ""
+            out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images")
+        return out
+
+
+def run(cfg: EvaluateParams) -> EvalSummary:
+    """Score the baseline and (when ``cfg.checkpoint`` is set) the checkpoint on every benchmark;
+    write ``cfg.metrics``, ``cfg.per_class`` and the figures under ``cfg.plots``."""
+    device = resolve_device(cfg.device)
+    benchmarks, skipped = discover(cfg)
+    for line in skipped:
+        log.info(line)
+    models = load_models(cfg, device)
+    options = options_from(cfg)
+    for bundle in models.values():
+        check_resolution(bundle, options)
+    prompts = load_prompt_features(cfg.checkpoint)
+    results, per_class = {}, {"config": to_dict(cfg)}
+    for bench in benchmarks:
+        outcome = evaluate_benchmark(bench, models, options, device, cfg)
+        summaries = {m: summarize(cm, bench.classes) for m, cm in outcome.matrices.items()}
+        results[bench.name] = headline(summaries, len(bench.pairs))
+        per_class[bench.name] = {m: s["per_class"] for m, s in summaries.items()}
+        write_figures(Path(cfg.plots) / bench.name, bench, outcome, summaries)
+        if prompts is not None:
+            class_feats = text_classifier(models["checkpoint"], bench.classes).cpu().numpy()
+            report.prompt_neighbours(
+                Path(cfg.plots) / bench.name / "prompts.png",
+                f"{bench.name}: learned class prompts → nearest class names",
+                prompts, class_feats, bench.classes)
+    report.summary_bars(Path(cfg.plots) / "summary.png",
+                        {b: {m: r[m]["miou"] for m in models} for b, r in results.items()})
+    write_json(cfg.metrics, results)
+    write_json(cfg.per_class, per_class)
+    return EvalSummary(cfg.metrics, results, tuple(skipped))
+
+
+def load_models(cfg: EvaluateParams, device: torch.device) -> dict[str, CLIPBundle]:
+    """``{"baseline": ..., "checkpoint": ...}``; the checkpoint only when its path is set."""
+    models = {"baseline": load_clip(cfg.clip_model, cfg.baseline, device,
+                                    key="evaluate.baseline")}
+    if cfg.checkpoint:
+        models["checkpoint"] = load_clip(cfg.clip_model, cfg.checkpoint, device,
+                                         key="evaluate.checkpoint")
+    return models
+
+
+def load_prompt_features(checkpoint: str) -> np.ndarray | None:
+    """The learned prompts' ``(k, D)`` text features saved beside the checkpoint, if any."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint).parent / PROMPTS_FILE
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    feats = saved["text_features"].float()
+    return torch.nn.functional.normalize(feats, dim=-1).numpy()
+
+
+def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle],
+                       options: InferenceOptions, device: torch.device,
+                       cfg: EvaluateParams) -> BenchResult:
+    """Every model's confusion matrix on ``bench`` (each image is read once for all models)."""
+    n = len(bench.classes)
+    texts = {m: text_classifier(b, bench.classes).to(device) for m, b in models.items()}
+    result = BenchResult({m: np.zeros((n, n), np.int64) for m in models},
+                         preds={m: [] for m in models})
+    batches = [bench.pairs[i:i + cfg.batch_size]
+               for i in range(0, len(bench.pairs), cfg.batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        loading = prefetched(pool, lambda b: [load_pair(p, n) for p in b], batches)
+        progress = tqdm(zip(batches, loading, strict=True), total=len(batches), unit="batch",
+                        desc=bench.name, disable=None)
+        for pairs, loaded in progress:
+            images = [image for image, _ in loaded]
+            truths = [label for _, label in loaded]
+            keep = max(0, min(len(images), cfg.num_plot_images - len(result.images)))
+            result.images += images[:keep]
+            result.truths += truths[:keep]
+            for m, bundle in models.items():
+                preds = predict(bundle, texts[m], images, options, device)
+                for pair, pred, truth in zip(pairs, preds, truths, strict=True):
+                    result.matrices[m] += confusion_matrix(pred, truth, n)
+                    if cfg.predictions:
+                        write_label(Path(cfg.predictions) / bench.name / m / pair.key, pred)
+                result.preds[m] += preds[:keep]
+    return result
+
+
+def prefetched(pool: ThreadPoolExecutor, fn: Callable, items: list, depth: int = 2) -> Iterator:
+    """``fn(item)`` for each item, in order, computed ``depth`` items ahead on ``pool`` (bounded
+    memory, unlike ``pool.map``, which submits everything at once)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def headline(summaries: dict[str, dict], images: int) -> dict:
+    """Per model ``{"miou", "pixel_acc"}``, the checkpoint's mIoU gain, the image count."""
+    out: dict = {m: {"miou": s["miou"], "pixel_acc": s["pixel_acc"]} for m, s in summaries.items()}
+    if "checkpoint" in summaries and None not in (summaries["checkpoint"]["miou"],
+                                                   summaries["baseline"]["miou"]):
+        out["gain_miou"] = round(summaries["checkpoint"]["miou"] - summaries["baseline"]["miou"], 4)
+    out["images"] = images
+    return out
+
+
+def write_figures(folder: Path, bench: Benchmark, outcome: BenchResult,
+                  summaries: dict[str, dict]) -> None:
+    """Overlay grid and per-class IoU bars of one benchmark."""
+    titles = {m: f"{m} ({s['miou']:.1f} mIoU)" if s["miou"] is not None else m
+              for m, s in summaries.items()}
+    if outcome.images:
+        report.comparison_grid(
+            folder / "overlays.png", f"{bench.name}: image / ground truth / predictions",
+            outcome.images, outcome.truths,
+            {titles[m]: p for m, p in outcome.preds.items()}, bench.classes)
+    report.per_class_bars(
+        folder / "per_class_iou.png", f"{bench.name}: per-class IoU", bench.classes,
+        {m: list(s["per_class"].values()) for m, s in summaries.items()})
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,150 @@
+"""Evaluate stage ``run()``, inference helpers and the CLI commands, with the random-init tiny
+CLIP on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from config import EvaluateParams
+from evaluate.inference import InferenceOptions, predict, window_origins
+from evaluate.labels import read_label_png, write_label
+from train.clip import load_clip
+
+MODEL = "TinyCLIP-ViT-8"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A 'fine-tuned' tiny CLIP (another random init) saved like train/, with prompts.pt."""
+    torch.manual_seed(1)
+    bundle = load_clip(MODEL, "")
+    folder = tmp_path_factory.mktemp("model")
+    torch.save(bundle.model.state_dict(), folder / "final.pt")
+    feats = torch.nn.functional.normalize(torch.randn(8, 128), dim=-1)
+    torch.save({"token_embeddings": torch.randn(8, 4, 128), "text_features": feats,
+                "template": "A photo of a {} in the scene"}, folder / "prompts.pt")
+    return folder / "final.pt"
+
+
+def eval_cfg(tmp_path: Path, synth_root: Path, **kw) -> EvaluateParams:
+    base = dict(baseline="", checkpoint="", synthetic=str(synth_root), device="cpu",
+                metrics=str(tmp_path / "metrics/eval.json"),
+                per_class=str(tmp_path / "metrics/per_class.json"),
+                plots=str(tmp_path / "plots"), batch_size=3, num_plot_images=2)
+    return EvaluateParams(**{**base, **kw})
+
+
+def test_run_scores_baseline_and_checkpoint(tmp_path, synth_root, checkpoint):
+    from evaluate.stage import run
+
+    cfg = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint),
+                   predictions=str(tmp_path / "pred"))
+    summary = run(cfg)
+    metrics = json.loads(Path(cfg.metrics).read_text())
+    res = metrics["synthetic"]
+    assert set(res) == {"baseline", "checkpoint", "gain_miou", "images"}
+    assert res["images"] == 4 and 0 <= res["baseline"]["miou"] <= 100
+    assert res["gain_miou"] == pytest.approx(res["checkpoint"]["miou"] - res["baseline"]["miou"],
+                                             abs=1e-3)
+    per_class = json.loads(Path(cfg.per_class).read_text())
+    assert per_class["config"]["checkpoint"] == str(checkpoint)
+    assert list(per_class["synthetic"]["baseline"])[0] == "sky"
+    for name in ("overlays.png", "per_class_iou.png", "prompts.png"):
+        assert (tmp_path / "plots/synthetic" / name).stat().st_size > 1000
+    assert (tmp_path / "plots/summary.png").is_file()
+    assert len(summary.skipped) == 5 and summary.lines()[0].startswith("synthetic: mIoU")
+
+    # score on the written predictions gives the stage's numbers
+    from evaluate.score import score_folders
+
+    scored = score_folders(tmp_path / "pred/synthetic/checkpoint", synth_root / "val/labels",
+                           len(per_class["synthetic"]["baseline"]))
+    assert scored["miou"] == pytest.approx(res["checkpoint"]["miou"], abs=1e-6)
+    assert scored["pixel_acc"] == pytest.approx(res["checkpoint"]["pixel_acc"], abs=1e-6)
+
+
+def test_run_baseline_alone_and_missing_checkpoint(tmp_path, synth_root):
+    from evaluate.stage import run
+
+    run(eval_cfg(tmp_path, synth_root, sliding_window=True, max_images=2))
+    res = json.loads((tmp_path / "metrics/eval.json").read_text())["synthetic"]
+    assert set(res) == {"baseline", "images"} and res["images"] == 2
+    assert not (tmp_path / "plots/synthetic/prompts.png").exists()
+    missing = tmp_path / "no/final.pt"
+    with pytest.raises(FileNotFoundError, match=f"evaluate.checkpoint: .*{missing}"):
+        run(eval_cfg(tmp_path, synth_root, checkpoint=str(missing)))
+    with pytest.raises(ValueError, match="evaluate.resolution=60 is not a multiple"):
+        run(eval_cfg(tmp_path, synth_root, resolution=60))
+
+
+def test_predict_whole_and_sliding_shapes():
+    bundle = load_clip(MODEL, "")
+    text = torch.nn.functional.normalize(torch.randn(5, 128), dim=-1)
+    images = [np.zeros((50, 70, 3), np.uint8), np.full((90, 40, 3), 200, np.uint8)]
+    for sliding in (False, True):
+        opts = InferenceOptions(resolution=32, feature_size=16, sliding_window=sliding)
+        preds = predict(bundle, text, images, opts, torch.device("cpu"))
+        assert [p.shape for p in preds] == [(50, 70), (90, 40)]
+        assert all(p.dtype == np.uint8 and p.max() < 5 for p in preds)
+    assert window_origins(100, 32, 21) == [0, 21, 42, 63, 68]
+    assert window_origins(20, 32, 21) == [0]
+
+
+def test_cli_score_handmade(tmp_path):
+    from cli import cli
+
+    gt = np.array([[0, 0, 1, 1], [2, 2, 1, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 1], [2, 2, 1, 0]], np.uint8)
+    write_label(tmp_path / "gt/sub/x.png", gt)
+    write_label(tmp_path / "pred/sub/x.png", pred)
+    out = tmp_path / "score.json"
+    result = CliRunner().invoke(cli, ["score", "--pred", str(tmp_path / "pred"), "--gt",
+                                      str(tmp_path / "gt"), "--num-classes", "3",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    # IoU: class 0 1/2, class 1 3/4, class 2 1 → mIoU 75.00
+    assert "mIoU 75.00" in result.output
+    assert json.loads(out.read_text())["per_class"]["class_0"] == 50.0
+    (tmp_path / "pred/sub/x.png").unlink()
+    result = CliRunner().invoke(cli, ["score", "--pred", str(tmp_path / "pred"), "--gt",
+                                      str(tmp_path / "gt"), "--num-classes", "3"])
+    assert result.exit_code != 0 and "no prediction" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_segment_writes_overlay_and_label(tmp_path, synth_root, checkpoint):
+    from cli import cli
+
+    image = sorted((synth_root / "val/images").glob("*.png"))[0]
+    result = CliRunner().invoke(cli, ["segment", str(image), "--classes", "sky,grass, water",
+                                      "--checkpoint", str(checkpoint), "--model", MODEL,
+                                      "--out", str(tmp_path / "seg"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    label = read_label_png(tmp_path / "seg" / f"{image.stem}_label.png")
+    assert label.shape == np.asarray(Image.open(image)).shape[:2] and label.max() < 3
+    assert (tmp_path / "seg" / f"{image.stem}_overlay.png").stat().st_size > 1000
+    result = CliRunner().invoke(cli, ["segment", str(image), "--classes", " , ",
+                                      "--out", str(tmp_path / "seg")])
+    assert result.exit_code != 0 and "at least one class name" in result.output
+
+
+def test_cli_evaluate(tmp_path, synth_root):
+    from cli import cli
+
+    sets = [f"evaluate.{k}={v}" for k, v in (
+        ("synthetic", synth_root), ("metrics", tmp_path / "m/eval.json"),
+        ("per_class", tmp_path / "m/pc.json"), ("plots", tmp_path / "plots"),
+        ("num_plot_images", 1))]
+    args = ["evaluate", "--checkpoint", "", "--baseline", "", "--device", "cpu",
+            "--max-images", "2"]
+    result = CliRunner().invoke(cli, args + [a for s in sets for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    assert "synthetic: mIoU baseline" in result.output
+    assert json.loads((tmp_path / "m/eval.json").read_text())["synthetic"]["images"] == 2

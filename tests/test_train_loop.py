@@ -1,0 +1,139 @@
+"""The training loop: what one step changes, resume, export, CLI and DDP on gloo."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from config import TrainParams
+
+
+def tiny_cfg(shards, out, **kw) -> TrainParams:
+    base = dict(shards=str(shards), out=str(out), clip_pretrained="", clip_resolution=32,
+                mask_resolution=16, num_prompts=8, head_widths=(16, 16, 8), batch_size=4,
+                steps=4, checkpoint_every=2, log_every=1, shuffle_buffer=4,
+                lr_visual_mult=1.0)
+    base.update(kw)
+    return TrainParams(**base)
+
+
+def test_one_step_changes_image_encoder_and_prompts_not_text(shard_dir, tmp_path):
+    from shards.reader import list_shards
+    from train.data import batches
+    from train.loop import build, train_step
+
+    run = build(tiny_cfg(shard_dir, tmp_path, trainable="attention"))
+    before = {k: v.clone() for k, v in run.clip.state_dict().items()}
+    prompts = run.core.prompts.token_embeddings.detach().clone()
+    teacher = {k: v.clone() for k, v in run.teacher.state_dict().items()}
+    batch = next(batches(run.cfg, list_shards(shard_dir), 4, seed=0))
+    metrics = train_step(run, [batch], 0)
+    after = run.clip.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+    assert all("attn" in k or "position" in k for k in changed)
+    assert not torch.equal(prompts, run.core.prompts.token_embeddings)
+    # the teacher moved (before use) towards the student it was copied from: unchanged but for
+    # rounding; the student's update reaches it from the next step on
+    assert all(torch.allclose(teacher[k], v, atol=1e-6)
+               for k, v in run.teacher.state_dict().items())
+    assert metrics["loss"] > 0 and 1 <= metrics["used"] <= 8
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted_and_export_loads(shard_dir, tmp_path, monkeypatch):
+    import open_clip
+
+    from train import loop
+
+    full = loop.run(tiny_cfg(shard_dir, tmp_path / "full"))
+    part = tmp_path / "part"
+    real, calls = loop.train_step, {"n": 0}
+
+    def dies_at_step_3(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Killed  # after the checkpoint of step 2, during step 3
+        return real(*args)
+
+    monkeypatch.setattr(loop, "train_step", dies_at_step_3)
+    with pytest.raises(Killed):
+        loop.run(tiny_cfg(shard_dir, part))
+    monkeypatch.setattr(loop, "train_step", real)
+    resumed = loop.run(tiny_cfg(shard_dir, part, resume="latest"))
+    assert [r["loss"] for r in _log(tmp_path / "full")] == [r["loss"] for r in _log(part)]
+    assert full.loss == resumed.loss
+    a = torch.load(tmp_path / "full" / "final.pt")
+    b = torch.load(part / "final.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    model, _, _ = open_clip.create_model_and_transforms(
+        "TinyCLIP-ViT-8", pretrained=str(part / "final.pt"))
+    assert torch.equal(model.visual.conv1.weight, a["visual.conv1.weight"])
+    prompts = torch.load(part / "prompts.pt")
+    assert prompts["token_embeddings"].shape == (8, 4, 128)
+    assert prompts["text_features"].shape == (8, 128)
+    assert torch.allclose(prompts["text_features"].norm(dim=-1), torch.ones(8), atol=1e-5)
+    assert "{}" in prompts["template"]
+
+
+def test_cli_train(shard_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(cli, [
+        "train", "--shards", str(shard_dir), "--out", str(out), "--steps", "2",
+        "--batch-size", "2", "--clip-pretrained", "", "--set", "train.clip_resolution=32",
+        "--set", "train.mask_resolution=16", "--set", "train.num_prompts=4",
+        "--set", "train.head_widths=[8,8,8]"])
+    assert result.exit_code == 0, result.output
+    assert "train: 2 steps" in result.output
+    assert (out / "final.pt").is_file() and (out / "prompts.pt").is_file()
+    bad = CliRunner().invoke(cli, ["train", "--clip-pretrained", str(tmp_path / "x.pt"),
+                                   "--shards", str(shard_dir)])
+    assert bad.exit_code != 0 and "train.clip_pretrained" in bad.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: TrainParams) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from train.loop import run
+
+    run(cfg)
+
+
+def test_ddp_two_gloo_processes(shard_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    cfg = tiny_cfg(shard_dir, tmp_path / "ddp", steps=2, device="cpu")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    log = _log(tmp_path / "ddp")
+    assert [r["step"] for r in log] == [0, 1]
+    assert all(r["masks"] > 0 for r in log)
+    assert (tmp_path / "ddp" / "final.pt").is_file()
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 3, "grad_accum": 2}])
+def test_batch_not_divisible(shard_dir, tmp_path, bad):
+    from train.loop import run
+
+    with pytest.raises(ValueError, match="divisible"):
+        run(tiny_cfg(shard_dir, tmp_path, **bad))

@@ -1,0 +1,221 @@
+"""The ``train`` stage: PixelCLIP fine-tuning, read top to bottom.
+
+``run(cfg)`` builds the model (student tower + prompts + head, frozen text tower, momentum
+teacher), streams batches, and takes ``cfg.steps`` optimiser steps (each ``grad_accum``
+micro-batches) with a cosine schedule. The data stream restarts with a new seed at every
+checkpoint boundary, so ``--resume latest`` continues bit-for-bit. Under ``torchrun`` it runs
+DDP (NCCL on GPUs, gloo on CPUs); Sinkhorn marginals are all-reduced across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from config import TrainParams, to_dict
+from shards.reader import list_shards
+from train import checkpoint as ckpt
+from train.clip import load_clip
+from train.clustering import usage
+from train.data import batches
+from train.head import UpsampleHead
+from train.model import PixelCLIP, batch_loss, ema_update, make_teacher, set_trainable
+from train.optim import lr_factor, rng_state, seed_everything, set_lr, set_rng_state
+from train.prompts import PromptLearner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    out: str
+    steps: int
+    loss: float
+    used_prompts: int  # prompts that received masks in the last step
+    images_per_s: float
+    seconds: float
+
+    def line(self) -> str:
+        return (f"{self.steps} steps, loss {self.loss:.4f}, {self.used_prompts} prompts used, "
+                f"{self.images_per_s:.1f} img/s, {self.seconds:.0f}s → {self.out}/final.pt")
+
+
+@dataclass
+class Run:
+    """Everything a step needs."""
+
+    cfg: TrainParams
+    net: torch.nn.Module  # PixelCLIP, DDP-wrapped when distributed
+    core: PixelCLIP
+    clip: torch.nn.Module
+    teacher: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    stats: tuple
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    world: int = 1
+
+
+def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    """Init the process group when launched by torchrun; → (rank, world, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is cuda but no GPU is available")
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, (dist.get_world_size() if dist.is_initialized() else 1), device
+
+
+def build_optimizer(core: PixelCLIP, cfg: TrainParams) -> torch.optim.Optimizer:
+    """AdamW with one lr per group: visual (×lr_visual_mult), prompts (×lr_prompt_mult), head."""
+    groups = [
+        ([p for p in core.visual.parameters() if p.requires_grad], cfg.lr * cfg.lr_visual_mult),
+        (list(core.prompts.parameters()), cfg.lr * cfg.lr_prompt_mult),
+        (list(core.head.parameters()), cfg.lr),
+    ]
+    param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in groups if ps]
+    return torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+
+
+def build(cfg: TrainParams) -> Run:
+    """Model, teacher, optimiser and (if launched so) the DDP wrapper."""
+    rank, world, device = setup_distributed(cfg.device)
+    seed_everything(cfg.seed)
+    bundle = load_clip(cfg.clip_model, cfg.clip_pretrained, device)
+    clip = bundle.model
+    clip.requires_grad_(False)
+    set_trainable(clip.visual, cfg.trainable)
+    prompts = PromptLearner(clip, bundle.tokenizer, cfg.num_prompts, cfg.prompt_length,
+                            cfg.prompt_template, seed=cfg.seed).to(device)
+    core = PixelCLIP(clip.visual, prompts, UpsampleHead(cfg.head_widths).to(device))
+    teacher = make_teacher(clip.visual)
+    net = core
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None)
+    on_gpu = device.type == "cuda" and cfg.amp != "none"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if on_gpu else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Run(cfg, net, core, clip, teacher, build_optimizer(core, cfg), scaler,
+               (bundle.mean, bundle.std), device, amp_dtype, rank, world)
+
+
+def train_step(run: Run, micro_batches: list[dict], step: int) -> dict:
+    """One optimiser step over ``grad_accum`` micro-batches → logged metrics."""
+    cfg = run.cfg
+    set_lr(run.optimizer, lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.end_lr_factor))
+    if cfg.use_momentum:
+        ema_update(run.teacher, run.core.visual, cfg.momentum)  # teacher first, then use it
+    run.optimizer.zero_grad(set_to_none=True)
+    total, counts = torch.zeros((), device=run.device), torch.zeros(cfg.num_prompts,
+                                                                    device=run.device)
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        last = i == len(micro_batches) - 1
+        sync = nullcontext() if last or run.world == 1 else run.net.no_sync()
+        autocast = (torch.autocast(run.device.type, dtype=run.amp_dtype)
+                    if run.amp_dtype else nullcontext())
+        with sync:
+            with autocast:
+                loss, labels = batch_loss(run.net, run.clip, run.teacher, batch, cfg, run.stats)
+            run.scaler.scale(loss / len(micro_batches)).backward()
+        total += loss.detach() / len(micro_batches)
+        counts += usage(labels, cfg.num_prompts).to(counts.dtype)
+    run.scaler.unscale_(run.optimizer)
+    params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.world > 1:
+        dist.all_reduce(total)
+        dist.all_reduce(counts)
+        total /= run.world
+    return {"loss": float(total), "used": int((counts > 0).sum()), "masks": int(counts.sum()),
+            "max_share": float(counts.max() / counts.sum().clamp(min=1)),
+            "grad_norm": float(grad_norm), "lr": run.optimizer.param_groups[0]["lr"]}
+
+
+def state_of(run: Run, step: int) -> dict:
+    """The checkpoint dict of the current state."""
+    return {"model": run.core.state_dict(), "teacher": run.teacher.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+            "step": step, "config": to_dict(run.cfg), "rng": rng_state()}
+
+
+def restore(run: Run, path: Path) -> int:
+    """Load a checkpoint into ``run``; → the step to continue from."""
+    state = ckpt.load_checkpoint(path)
+    run.core.load_state_dict(state["model"])
+    run.teacher.load_state_dict(state["teacher"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
+def segment_seed(seed: int, step: int, every: int) -> int:
+    """Seed of the data stream that serves ``step`` (a new stream per checkpoint interval)."""
+    return seed * 1_000_003 + step // max(1, every)
+
+
+def run(cfg: TrainParams) -> TrainSummary:
+    """Fine-tune CLIP with PixelCLIP for ``cfg.steps`` steps; export ``final.pt``."""
+    from train.progress import LogWriter, progress_bar
+
+    start_time = time.time()
+    urls = list_shards(cfg.shards)
+    r = build(cfg)
+    accum = max(1, cfg.grad_accum)
+    micro = cfg.batch_size // (r.world * accum)
+    if micro < 1 or micro * r.world * accum != cfg.batch_size:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by "
+                         f"{r.world} ranks x {accum} accumulation steps")
+    out = Path(cfg.out)
+    resume = ckpt.resolve_resume(out, cfg.resume)
+    start = restore(r, resume) if resume else 0
+    writer = LogWriter(out / "log.jsonl", start, enabled=r.rank == 0)
+    bar = progress_bar(cfg.steps, start, enabled=r.rank == 0)
+    data, metrics, seen = None, {"loss": float("nan"), "used": 0}, 0
+    for step in range(start, cfg.steps):
+        if data is None or step % cfg.checkpoint_every == 0:
+            data = batches(cfg, urls, micro, segment_seed(cfg.seed, step, cfg.checkpoint_every),
+                           r.world)
+        metrics = train_step(r, [next(data) for _ in range(accum)], step)
+        seen += cfg.batch_size
+        rate = seen / max(1e-9, time.time() - start_time)
+        bar.update(metrics, rate)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            writer.write({"step": step, **metrics, "images_per_s": round(rate, 2)})
+        done = step + 1
+        if r.rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            ckpt.save_checkpoint(out, done, state_of(r, done))
+    bar.close()
+    writer.close()
+    if r.rank == 0:
+        ckpt.export(out, r.clip, r.core.prompts)
+        (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    summary = TrainSummary(str(out), cfg.steps, metrics["loss"], metrics["used"],
+                           seen / max(1e-9, time.time() - start_time), time.time() - start_time)
+    if r.rank == 0:
+        (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    if r.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

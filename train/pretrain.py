@@ -1,0 +1,116 @@
+"""The ``pretrain`` stage: a tiny CLIP trained contrastively on the synthetic captions.
+
+It stands in for OpenAI/LAION weights in the embedded default: like real CLIP it learns what
+is in an image from captions (image-level recognition) while its dense features are never
+trained. The result is a plain open_clip state dict (``final.pt``) that
+``open_clip.create_model_and_transforms(name, pretrained=path)`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from config import PretrainParams, to_dict
+from train.clip import CLIPBundle, load_clip, normalise
+from train.optim import atomic_save, decay_groups, lr_factor, seed_everything, set_lr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PretrainSummary:
+    out: str
+    steps: int
+    loss: float
+    retrieval_top1: float  # image → caption top-1 on (up to 256) training pairs
+    seconds: float
+
+    def line(self) -> str:
+        return (f"{self.steps} steps, loss {self.loss:.3f}, image→caption top-1 "
+                f"{self.retrieval_top1:.2f}, {self.seconds:.0f}s → {self.out}/final.pt")
+
+
+def load_pairs(folder: str | Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """``captions.jsonl`` + ``images/`` → uint8 images ``(N, 3, size, size)`` and captions."""
+    folder = Path(folder)
+    path = folder / "captions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrain.captions: no captions.jsonl in {folder}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    images = []
+    for row in rows:
+        with Image.open(folder / "images" / row["file_name"]) as img:
+            img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+            images.append(np.asarray(img))
+    array = np.stack(images).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(array)), [r["caption"] for r in rows]
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip per image (colours and content stay: captions name them)."""
+    flip = torch.rand(images.shape[0], generator=gen) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def contrastive_loss(model: torch.nn.Module, images: torch.Tensor,
+                     tokens: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP over one batch."""
+    img = F.normalize(model.encode_image(images), dim=-1)
+    txt = F.normalize(model.encode_text(tokens), dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
+    target = torch.arange(len(images), device=images.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@torch.no_grad()
+def retrieval_top1(bundle: CLIPBundle, images: torch.Tensor, tokens: torch.Tensor) -> float:
+    """Image → caption top-1 accuracy, counting a hit when the caption text is identical."""
+    model = bundle.model.eval()
+    img = F.normalize(model.encode_image(normalise(images, bundle.mean, bundle.std)), dim=-1)
+    txt = F.normalize(model.encode_text(tokens), dim=-1)
+    best = (img @ txt.t()).argmax(dim=1)
+    same = (tokens[best] == tokens).all(dim=1)
+    return float(same.float().mean())
+
+
+def run(cfg: PretrainParams) -> PretrainSummary:
+    """Train the tiny CLIP for ``cfg.steps`` steps and write ``cfg.out/final.pt``."""
+    start = time.time()
+    seed_everything(cfg.seed)
+    bundle = load_clip(cfg.model, "", key="pretrain.model")
+    model = bundle.model.train()
+    images, captions = load_pairs(cfg.captions, cfg.image_size)
+    tokens = bundle.tokenizer(captions)
+    opt = torch.optim.AdamW(decay_groups(list(model.named_parameters()), cfg.lr,
+                                         cfg.weight_decay), betas=(0.9, 0.98), eps=1e-6)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    loss = torch.tensor(float("nan"))
+    with open(out / "log.jsonl", "w") as logf:
+        for step in range(cfg.steps):
+            set_lr(opt, lr_factor(step, cfg.steps, cfg.warmup_steps))
+            idx = torch.randperm(len(images), generator=gen)[: cfg.batch_size]
+            batch = normalise(augment(images[idx], gen), bundle.mean, bundle.std)
+            loss = contrastive_loss(model, batch, tokens[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 50 == 0 or step == cfg.steps - 1:
+                logf.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
+                log.info("pretrain step %d loss %.4f", step, loss.item())
+    top1 = retrieval_top1(bundle, images[:256], tokens[:256])
+    atomic_save(model.state_dict(), out / "final.pt")
+    (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    summary = PretrainSummary(str(out), cfg.steps, loss.item(), top1, time.time() - start)
+    (out / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))
+    return summary
