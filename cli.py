@@ -37,8 +37,10 @@ class Group(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def cli(verbose: bool) -> None:
     """PixelCLIP pipeline: synthetic world, masks, training, evaluation."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # Libraries (open_clip logs model loading at INFO on the root logger) stay at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in ("config", "pipeline", "shards", "train", "evaluate"):
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @cli.command()

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class SynthParams:
     out: str = "data/synthetic"
-    train: int = 600
+    train: int = 3000
     val: int = 100
     size: int = 128
     seed: int = 0
@@ -108,7 +108,7 @@ class PretrainParams:
     out: str = "data/models/tinyclip"
     model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
     image_size: int = 64
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -127,7 +127,7 @@ class TrainParams:
     clip_resolution: int = 64
     mask_resolution: int = 32  # = 4x the 8x8 feature grid: the head's output, no resize
     max_masks: int = 512
-    num_prompts: int = 64  # k
+    num_prompts: int = 16  # k; ~6 masks/image x batch 32 gives ~12 masks per prompt
     prompt_length: int = 4
     prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
     momentum: float = 0.999  # gamma
@@ -137,16 +137,17 @@ class TrainParams:
     head_widths: tuple[int, int, int] = (16, 16, 8)  # paper: 64, 64, 32 (4x the CPU cost)
     use_clustering: bool = True  # ablation switch
     use_momentum: bool = True  # ablation switch
-    lr: float = 2e-4
-    lr_visual_mult: float = 0.5  # paper 0.01 over 10k steps; here ~100 steps
+    lr: float = 1e-3
+    lr_visual_mult: float = 0.1  # paper 0.01 over 10k steps; here 300 steps
     lr_prompt_mult: float = 10.0
     weight_decay: float = 1e-4
     warmup_steps: int = 0
+    visual_delay_steps: int = 100  # image tower frozen this long: prompts settle on clusters first
     end_lr_factor: float = 0.0
     grad_clip: float = 0.01
-    batch_size: int = 16
+    batch_size: int = 32
     grad_accum: int = 1
-    steps: int = 120
+    steps: int = 300
     crop_scale: tuple[float, float] = (0.5, 1.0)
     strong_aug: bool = True  # student view: jitter, greyscale, blur, cutout (teacher: plain)
     jitter: float = 0.4  # brightness/contrast/saturation factors in 1 ± jitter
@@ -159,7 +160,7 @@ class TrainParams:
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "bf16"  # bf16 | fp16 | none (GPU only)
-    checkpoint_every: int = 40
+    checkpoint_every: int = 100
     log_every: int = 10
     resume: str = ""  # "" | latest | a checkpoint path
     seed: int = 0
@@ -246,6 +247,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and not (
         isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     ):

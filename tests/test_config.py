@@ -27,7 +27,14 @@ def test_overrides_are_typed_and_checked(tmp_path):
     params = load_params(path, parse_sets(["masks.sam.points_per_side=8", "synth.size=32"]))
     assert params.masks.sam.points_per_side == 8 and params.synth.size == 32
     assert params.synth.train == 5
+    assert load_params(path, parse_sets(["train.lr=1e-3"])).train.lr == 0.001
     with pytest.raises(ConfigError, match="unknown key 'masks.nope'"):
         load_params(path, {"masks.nope": 1})
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_sets(["novalue"])
+
+
+def test_params_yaml_mirrors_the_dataclass_defaults():
+    from config import to_dict
+
+    assert to_dict(load_params()) == to_dict(Params())

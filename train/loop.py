@@ -85,11 +85,13 @@ def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
 def build_optimizer(core: PixelCLIP, cfg: TrainParams) -> torch.optim.Optimizer:
     """AdamW with one lr per group: visual (×lr_visual_mult), prompts (×lr_prompt_mult), head."""
     groups = [
-        ([p for p in core.visual.parameters() if p.requires_grad], cfg.lr * cfg.lr_visual_mult),
-        (list(core.prompts.parameters()), cfg.lr * cfg.lr_prompt_mult),
-        (list(core.head.parameters()), cfg.lr),
+        ("visual", [p for p in core.visual.parameters() if p.requires_grad],
+         cfg.lr * cfg.lr_visual_mult),
+        ("prompts", list(core.prompts.parameters()), cfg.lr * cfg.lr_prompt_mult),
+        ("head", list(core.head.parameters()), cfg.lr),
     ]
-    param_groups = [{"params": ps, "lr": lr, "base_lr": lr} for ps, lr in groups if ps]
+    param_groups = [{"name": name, "params": ps, "lr": lr, "base_lr": lr}
+                    for name, ps, lr in groups if ps]
     return torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
 
 
@@ -120,6 +122,10 @@ def train_step(run: Run, micro_batches: list[dict], step: int) -> dict:
     """One optimiser step over ``grad_accum`` micro-batches → logged metrics."""
     cfg = run.cfg
     set_lr(run.optimizer, lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.end_lr_factor))
+    if step < cfg.visual_delay_steps:  # prompts and head find the clusters before CLIP moves
+        for group in run.optimizer.param_groups:
+            if group["name"] == "visual":
+                group["lr"] = 0.0
     if cfg.use_momentum:
         ema_update(run.teacher, run.core.visual, cfg.momentum)  # teacher first, then use it
     run.optimizer.zero_grad(set_to_none=True)
