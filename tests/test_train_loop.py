@@ -14,7 +14,7 @@ def tiny_cfg(shards, out, **kw) -> TrainParams:
     base = dict(shards=str(shards), out=str(out), clip_pretrained="", clip_resolution=32,
                 mask_resolution=16, num_prompts=8, head_widths=(16, 16, 8), batch_size=4,
                 steps=4, checkpoint_every=2, log_every=1, shuffle_buffer=4,
-                lr_visual_mult=1.0)
+                lr_visual_mult=1.0, visual_delay_steps=0)
     base.update(kw)
     return TrainParams(**base)
 
@@ -40,6 +40,22 @@ def test_one_step_changes_image_encoder_and_prompts_not_text(shard_dir, tmp_path
     assert all(torch.allclose(teacher[k], v, atol=1e-6)
                for k, v in run.teacher.state_dict().items())
     assert metrics["loss"] > 0 and 1 <= metrics["used"] <= 8
+
+
+def test_visual_delay_holds_the_image_tower_while_prompts_learn(shard_dir, tmp_path):
+    from shards.reader import list_shards
+    from train.data import batches
+    from train.loop import build, train_step
+
+    run = build(tiny_cfg(shard_dir, tmp_path, visual_delay_steps=1))
+    visual = {k: v.clone() for k, v in run.core.visual.state_dict().items()}
+    prompts = run.core.prompts.token_embeddings.detach().clone()
+    data = batches(run.cfg, list_shards(shard_dir), 4, seed=0)
+    train_step(run, [next(data)], 0)
+    assert all(torch.equal(visual[k], v) for k, v in run.core.visual.state_dict().items())
+    assert not torch.equal(prompts, run.core.prompts.token_embeddings)
+    train_step(run, [next(data)], 1)
+    assert any(not torch.equal(visual[k], v) for k, v in run.core.visual.state_dict().items())
 
 
 def _log(out):
