@@ -1,6 +1,6 @@
 import pytest
 
-from config import ConfigError, MasksParams, Params, load_params, parse_sets
+from config import DEFAULT_PARAMS, ConfigError, MasksParams, Params, load_params, parse_sets
 
 
 def test_repo_params_load_and_mirror_dataclasses():
@@ -38,3 +38,9 @@ def test_params_yaml_mirrors_the_dataclass_defaults():
     from config import to_dict
 
     assert to_dict(load_params()) == to_dict(Params())
+
+
+def test_real_setup_params_load():
+    real = load_params(DEFAULT_PARAMS.parent / "params" / "real.yaml")
+    assert real.train.clip_model == "ViT-B-16" and real.train.clip_resolution == 320
+    assert real.masks.generator == "sa1b" and real.evaluate.roots.cityscapes
