@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from config import DEFAULT_PARAMS, stage_params
@@ -46,7 +48,8 @@ def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, de
         "shards": shards, "out": out, "clip_pretrained": clip_pretrained, "steps": steps,
         "batch_size": batch_size, "device": device, "resume": resume})
     summary = run(cfg)
-    click.echo(f"train: {summary.line()}")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
+        click.echo(f"train: {summary.line()}")
 
 
 COMMANDS: list[click.Command] = [pretrain, train]
