@@ -14,15 +14,12 @@ import sys
 
 import click
 
-from config import DEFAULT_PARAMS, ConfigError, stage_params
+from cli_options import params_option, set_option
+from config import ConfigError, stage_params
 
 # Errors a user can fix: shown as one line, never as a traceback.
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
 
-params_option = click.option("--params", "params_path", default=str(DEFAULT_PARAMS),
-                             show_default=True, help="params file")
-set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                          help="override any params key, e.g. --set train.steps=10")
 
 
 class Group(click.Group):

@@ -76,7 +76,7 @@ def load_image(path: str | Path, max_side: int = 0, max_pixels: int = 100_000_00
         raise BadInput("empty file")
     img, fmt, rgb, rotated = _decode(raw, max_pixels, min_side)
     source_size = (int(rgb.shape[0]), int(rgb.shape[1]))
-    resized = _fit(rgb, max_side)
+    resized = fit_long_side(rgb, max_side)
     ext = "jpg" if fmt == "JPEG" else "png"
     if resized is rgb and not rotated and fmt in ("JPEG", "PNG") and img.mode == "RGB":
         return LoadedImage(rgb, raw, ext, source_size)
@@ -140,7 +140,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _fit(rgb: np.ndarray, max_side: int) -> np.ndarray:
+def fit_long_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-resize so the long side is at most ``max_side`` (0 = unchanged); same array if fits."""
     height, width = rgb.shape[:2]
     if max_side <= 0 or max(height, width) <= max_side:
         return rgb

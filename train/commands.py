@@ -6,12 +6,8 @@ import os
 
 import click
 
-from config import DEFAULT_PARAMS, stage_params
-
-params_option = click.option("--params", "params_path", default=str(DEFAULT_PARAMS),
-                             show_default=True, help="params file")
-set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                          help="override any params key, e.g. --set train.steps=10")
+from cli_options import params_option, set_option
+from config import stage_params
 
 
 @click.command()

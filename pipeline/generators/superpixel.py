@@ -8,7 +8,6 @@ masks. Pieces below ``min_area_frac`` of the image are merged into their neighbo
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic
 
@@ -21,7 +20,7 @@ from pipeline.generators.regions import (
     labels_to_masks,
     resize_labels,
 )
-from pipeline.images import LoadedImage
+from pipeline.images import LoadedImage, fit_long_side
 from shards.schema import Generator
 
 METHODS = ("felzenszwalb", "slic")
@@ -54,7 +53,7 @@ def check_params(params: SuperpixelParams) -> None:
 def superpixel_masks(rgb: np.ndarray, params: SuperpixelParams) -> MaskSet:
     """Region masks of an RGB uint8 image at its own resolution, largest first per level."""
     height, width = rgb.shape[:2]
-    work = _shrink(rgb, params.work_side)
+    work = fit_long_side(rgb, params.work_side)
     min_area = max(1, round(params.min_area_frac * work.shape[0] * work.shape[1]))
     rles: list[dict] = []
     for level in range(params.levels):
@@ -74,12 +73,3 @@ def segment(rgb: np.ndarray, params: SuperpixelParams, level: int = 0) -> np.nda
         labels = slic(rgb, n_segments=max(2, params.n_segments // 4**level),
                       compactness=params.compactness, sigma=params.sigma, start_label=0)
     return labels.astype(np.int32)
-
-
-def _shrink(rgb: np.ndarray, work_side: int) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    if work_side <= 0 or max(height, width) <= work_side:
-        return rgb
-    scale = work_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
