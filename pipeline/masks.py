@@ -167,12 +167,16 @@ def _is_done(out: Path, split: str, task: ShardTask) -> bool:
 
 
 def _claim_output(out: Path, cfg: MasksParams) -> None:
-    """Create ``out`` or check that it was written with the same output-defining settings."""
+    """Create ``out`` or check that its finished shards were made with the same settings.
+
+    Settings bind a folder only once a shard task has finished: a run that failed before
+    (a missing checkpoint, say) leaves nothing to protect, so a corrected rerun may proceed.
+    """
     settings = {k: v for k, v in to_dict(cfg).items()
                 if k not in ("workers", "scheduler", "device", "sam", "dino", "superpixel")}
     settings["generator_params"] = generator_params(cfg)
     path = out / SETTINGS
-    if path.exists():
+    if path.exists() and any((out / PARTS).glob("*.json")):
         old = json.loads(path.read_text())
         changed = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
         if changed:

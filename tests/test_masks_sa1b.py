@@ -87,6 +87,13 @@ def test_other_settings_in_same_out_is_an_error_not_an_overwrite(synth_root, tmp
     assert before == {p: Path(p).read_bytes() for p in list_shards(tmp_path / "s")}
 
 
+def test_failed_run_before_any_shard_does_not_bind_the_folder(synth_root, tmp_path):
+    src = synth_root / "train" / "images"
+    with pytest.raises(ConfigError, match="masks.sam.checkpoint"):
+        masks_stage.run(_cfg(src, tmp_path / "s", generator="sam"))
+    assert masks_stage.run(_cfg(src, tmp_path / "s")).written == 12
+
+
 def test_missing_input_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="masks.input"):
         masks_stage.run(_cfg(tmp_path / "nope", tmp_path / "out"))
