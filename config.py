@@ -299,6 +299,20 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 
+def resolve_device(name: str, key: str):
+    """A params device value → ``torch.device``: ``auto`` is CUDA when present, else CPU;
+    ``cuda[:N]`` without a GPU, or any other value, is a one-line error naming ``key``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"{key}: '{name}' is not auto, cpu or cuda[:N]")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: '{name}' requested but no CUDA device is available")
+    return torch.device(name)
+
+
 def parse_sets(sets: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` → ``{"a.b": 1, "c": "x"}`` (values parsed as YAML scalars)."""
     out = {}

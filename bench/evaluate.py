@@ -40,12 +40,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def bench_inference(args: argparse.Namespace) -> None:
     import torch
 
-    from evaluate.inference import InferenceOptions, predict, resolve_device, text_classifier
+    from config import resolve_device
+    from evaluate.inference import InferenceOptions, predict, text_classifier
     from evaluate.metrics import confusion_matrix
     from train.clip import load_clip
 
     torch.manual_seed(0)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     bundle = load_clip(args.model, args.pretrained, device, key="--pretrained")
     text = text_classifier(bundle, [f"class {i}" for i in range(args.classes)]).to(device)
     opts = InferenceOptions(args.resolution, args.feature_size, args.sliding_window)

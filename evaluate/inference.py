@@ -38,15 +38,6 @@ def options_from(cfg) -> InferenceOptions:
                             cfg.window_stride, cfg.slide_short_side)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"evaluate.device={name} but no CUDA device is available")
-    return torch.device(name)
-
-
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
     """The input side must be a multiple of the patch size (dense features need a grid)."""
     patch = bundle.model.visual.patch_size[0]

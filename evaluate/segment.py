@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from config import resolve_device
 from evaluate import report
 from evaluate.benchmarks import read_image
 from evaluate.inference import (
     InferenceOptions,
     check_resolution,
     predict,
-    resolve_device,
     text_classifier,
 )
 from evaluate.labels import write_label
@@ -37,7 +37,7 @@ def segment(images: list[str | Path], classes: list[str], out: str | Path, model
     for image in images:
         if not Path(image).is_file():
             raise FileNotFoundError(f"image not found: {image}")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, "--device")
     bundle = load_clip(model, checkpoint, torch_device, key="--checkpoint")
     check_resolution(bundle, options)
     text = text_classifier(bundle, classes).to(torch_device)

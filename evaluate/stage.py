@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config import EvaluateParams, to_dict
+from config import EvaluateParams, resolve_device, to_dict
 from evaluate import report
 from evaluate.benchmarks import Benchmark, discover, load_pair
 from evaluate.inference import (
@@ -29,7 +29,6 @@ from evaluate.inference import (
     check_resolution,
     options_from,
     predict,
-    resolve_device,
     text_classifier,
 )
 from evaluate.labels import write_label
@@ -71,7 +70,7 @@ class EvalSummary:
 def run(cfg: EvaluateParams) -> EvalSummary:
     """Score the baseline and (when ``cfg.checkpoint`` is set) the checkpoint on every benchmark;
     write ``cfg.metrics``, ``cfg.per_class`` and the figures under ``cfg.plots``."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "evaluate.device")
     benchmarks, skipped = discover(cfg)
     for line in skipped:
         log.info(line)

@@ -16,7 +16,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from tqdm import tqdm
 
-from config import ConfigError, MasksParams
+from config import MasksParams
 
 log = logging.getLogger(__name__)
 TORCH_GENERATORS = ("sam", "dino")
@@ -95,19 +95,6 @@ def visible_gpus() -> list[str]:
         return [str(i) for i in range(torch.cuda.device_count())]
     except ImportError:
         return []
-
-
-def torch_device(name: str) -> str:
-    """Resolve ``masks.device`` (auto | cpu | cuda | cuda:N) to a torch device string."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"masks.device: '{name}' requested but no CUDA device is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"masks.device: '{name}' is not auto, cpu or cuda[:N]")
-    return name
 
 
 def _wants_gpu(cfg: MasksParams) -> bool:

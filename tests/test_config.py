@@ -44,3 +44,17 @@ def test_real_setup_params_load():
     real = load_params(DEFAULT_PARAMS.parent / "params" / "real.yaml")
     assert real.train.clip_model == "ViT-B-16" and real.train.clip_resolution == 320
     assert real.masks.generator == "sa1b" and real.evaluate.roots.cityscapes
+
+
+def test_resolve_device_names_the_key():
+    import torch
+
+    from config import resolve_device
+
+    assert resolve_device("cpu", "x.device") == torch.device("cpu")
+    assert resolve_device("auto", "x.device").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="x.device: 'gpu' is not auto, cpu or cuda"):
+        resolve_device("gpu", "x.device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="x.device: 'cuda:1' requested but no CUDA"):
+            resolve_device("cuda:1", "x.device")

@@ -23,7 +23,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from config import ConfigError, DinoParams, to_dict
+from config import ConfigError, DinoParams, resolve_device, to_dict
 from pipeline.generators import Item, MaskSet
 from pipeline.generators.regions import (
     SMALL_REGION_MODES,
@@ -32,7 +32,6 @@ from pipeline.generators.regions import (
     resize_labels,
 )
 from pipeline.images import LoadedImage
-from pipeline.parallel import torch_device
 from shards.schema import Generator
 
 VERSION = "1"
@@ -48,7 +47,7 @@ class DinoGenerator:
                  model: torch.nn.Module | None = None) -> None:
         check_params(params)
         self.params = params
-        self.device = torch.device(torch_device(device))
+        self.device = resolve_device(device, "masks.device")
         model = model if model is not None else load_dino(params)
         self.model = model.to(self.device).eval()
         on_gpu = self.device.type == "cuda"

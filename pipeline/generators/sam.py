@@ -51,10 +51,9 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from config import ConfigError, SamParams, to_dict
+from config import ConfigError, SamParams, resolve_device, to_dict
 from pipeline.generators import Item, MaskSet
 from pipeline.images import BadInput, LoadedImage
-from pipeline.parallel import torch_device
 from shards.schema import Generator
 
 VERSION = "1"
@@ -69,7 +68,7 @@ class SamGenerator:
     def __init__(self, params: SamParams, device: str = "auto", model: Sam | None = None) -> None:
         check_params(params)
         self.params = params
-        self.device = torch_device(device)
+        self.device = resolve_device(device, "masks.device")
         model = model if model is not None else load_sam(params)
         self.amg = FastAmg(model.to(self.device).eval(), params)
         self.info = Generator("sam", to_dict(params), VERSION)
