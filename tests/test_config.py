@@ -52,7 +52,8 @@ def test_resolve_device_names_the_key():
     from config import resolve_device
 
     assert resolve_device("cpu", "x.device") == torch.device("cpu")
-    assert resolve_device("auto", "x.device").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto", "x.device").type == expected
     with pytest.raises(ConfigError, match="x.device: 'gpu' is not auto, cpu or cuda"):
         resolve_device("gpu", "x.device")
     if not torch.cuda.is_available():
