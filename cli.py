@@ -46,16 +46,18 @@ def cli(verbose: bool) -> None:
 @click.option("--out", help="output folder [synth.out]")
 @click.option("--train", "n_train", type=int, help="train images [synth.train]")
 @click.option("--val", "n_val", type=int, help="val images [synth.val]")
+@click.option("--web", "n_web", type=int, help="captioned web photos [synth.web]")
 @click.option("--size", type=int, help="image side in pixels [synth.size]")
 @click.option("--seed", type=int, help="world seed [synth.seed]")
-def synth(params_path, sets, out, n_train, n_val, size, seed) -> None:
-    """Render the procedural synthetic world (images, masks, labels, captions)."""
+def synth(params_path, sets, out, n_train, n_val, n_web, size, seed) -> None:
+    """Render the procedural synthetic world (images, masks, labels, captioned web photos)."""
     from pipeline.synth import run
 
-    cfg = stage_params(params_path, "synth", sets,
-                       {"out": out, "train": n_train, "val": n_val, "size": size, "seed": seed})
+    cfg = stage_params(params_path, "synth", sets, {"out": out, "train": n_train, "val": n_val,
+                                                     "web": n_web, "size": size, "seed": seed})
     summary = run(cfg)
-    click.echo(f"synth: {summary.train} train + {summary.val} val images in {summary.out}")
+    click.echo(f"synth: {summary.train} train + {summary.val} val images, {summary.web} "
+               f"captioned web photos in {summary.out}")
 
 
 @cli.command()

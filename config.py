@@ -26,10 +26,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class SynthParams:
     out: str = "data/synthetic"
-    train: int = 3000
-    val: int = 100
+    train: int = 3000  # unlabeled scenes for PixelCLIP
+    val: int = 100  # labelled scenes for evaluation
+    web: int = 12000  # captioned crops of other scenes, the tiny CLIP's "web data"
     size: int = 128
     seed: int = 0
+    workers: int = 0  # rendering processes; 0 = one per CPU core (the bytes do not change)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class MasksParams:
 class PretrainParams:
     """Contrastive pretraining of the tiny CLIP on synthetic captions (embedded default only)."""
 
-    captions: str = "data/synthetic/train"
+    captions: str = "data/synthetic/web"
     out: str = "data/models/tinyclip"
     model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
     image_size: int = 64
@@ -130,6 +132,9 @@ class TrainParams:
     num_prompts: int = 16  # k; ~6 masks/image x batch 32 gives ~12 masks per prompt
     prompt_length: int = 4
     prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
+    # words the prompts start from: a pretrain vocab.json (the tiny CLIP knows only the words of
+    # its captions), or "" = the whole tokenizer vocabulary (the paper, for OpenAI CLIP)
+    prompt_vocab: str = "data/models/tinyclip/vocab.json"
     momentum: float = 0.999  # gamma
     logit_scale: float = 100.0  # epsilon
     sinkhorn_iters: int = 3

@@ -5,15 +5,22 @@ Layout under ``out``::
     classes.txt                       one class name per line, line i = class id i
     contact_sheet.png                 images | labels | masks, for a person to look at
     train/images/sa_000000.png + .json    image + SA-1B-layout JSON of unlabeled masks
-    train/captions.jsonl              {"file_name", "caption"} per image (tiny-CLIP pretraining)
     val/images/...                    same as train
     val/labels/sa_000000.png          uint8 class ids, 255 = ignore (evaluation only)
+    web/images/web_000000.png         "web photos": crops of other scenes, whole to close-up
+    web/captions.jsonl                {"file_name", "caption"} per web photo (tiny-CLIP pretraining)
+
+The web split is the stand-in for CLIP's web data: separate scenes, photographed at every
+scale, each with a caption naming what is visible. PixelCLIP's train split has no captions.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -23,7 +30,8 @@ from config import SynthParams, to_dict
 from pipeline.synth_world import NAMES, Scene, render_scene
 from shards import rle as rle_codec
 
-SPLITS = {"train": 0, "val": 1}
+SPLITS = {"train": 0, "val": 1, "web": 2}
+WEB_MIN_FRACTION = 0.08  # a class is named in a web caption once it covers 8 % of the photo
 CAPTION_TEMPLATES = (
     "a photo of {}.",
     "a picture showing {}.",
@@ -37,38 +45,85 @@ class SynthSummary:
     out: str
     train: int
     val: int
+    web: int
 
 
 def run(cfg: SynthParams) -> SynthSummary:
-    """Render ``cfg.train`` + ``cfg.val`` scenes into ``cfg.out``, deterministic in the seed."""
+    """Render the train, val and web splits into ``cfg.out``, deterministic in the seed.
+
+    Every image has its own generator seeded by (seed, split, index), so the bytes do not
+    depend on ``cfg.workers``, the number of processes rendering them.
+    """
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for folder in ("train/images", "val/images", "val/labels", "web/images"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("".join(f"{n}\n" for n in NAMES))
-    sheet: list[Scene] = []
-    for split, count in (("train", cfg.train), ("val", cfg.val)):
-        images = out / split / "images"
-        images.mkdir(parents=True, exist_ok=True)
-        if split == "val":
-            (out / split / "labels").mkdir(exist_ok=True)
-        captions = []
-        for index in range(count):
-            rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
-            scene = render_scene(rng, cfg.size)
-            stem = f"sa_{index:06d}"
-            _write_png(images / f"{stem}.png", scene.image)
-            (images / f"{stem}.json").write_text(json.dumps(sa1b_json(scene, index, f"{stem}.png")))
-            if split == "val":
-                _write_png(out / split / "labels" / f"{stem}.png", scene.label)
-                if len(sheet) < 6:
-                    sheet.append(scene)
-            captions.append({"file_name": f"{stem}.png", "caption": caption(rng, scene.names)})
-        if split == "train":
-            lines = "".join(json.dumps(c) + "\n" for c in captions)
-            (out / split / "captions.jsonl").write_text(lines)
-    if sheet:
+    jobs = [(split, index) for split, count in (("train", cfg.train), ("val", cfg.val),
+                                                ("web", cfg.web)) for index in range(count)]
+    render = partial(_render, out=out, size=cfg.size, seed=cfg.seed)
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            captions = list(pool.map(render, jobs, chunksize=32))
+    else:
+        captions = [render(job) for job in jobs]
+    lines = "".join(json.dumps(c) + "\n" for c in captions if c is not None)
+    (out / "web" / "captions.jsonl").write_text(lines)
+    if cfg.val:
+        sheet = [_scene(cfg.seed, "val", i, cfg.size) for i in range(min(6, cfg.val))]
         _write_png(out / "contact_sheet.png", contact_sheet(sheet))
     (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    return SynthSummary(str(out), cfg.train, cfg.val)
+    return SynthSummary(str(out), cfg.train, cfg.val, cfg.web)
+
+
+def _scene(seed: int, split: str, index: int, size: int) -> Scene:
+    return render_scene(np.random.default_rng([seed, SPLITS[split], index]), size)
+
+
+def _render(job: tuple[str, int], out: Path, size: int, seed: int) -> dict | None:
+    """Write one image (and its masks, label or caption); → the caption row of a web photo."""
+    split, index = job
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    scene = render_scene(rng, size)
+    if split == "web":
+        photo, names = web_photo(rng, scene)
+        name = f"web_{index:06d}.png"
+        _write_png(out / "web" / "images" / name, photo)
+        return {"file_name": name, "caption": caption(rng, names)}
+    stem = f"sa_{index:06d}"
+    _write_png(out / split / "images" / f"{stem}.png", scene.image)
+    record = sa1b_json(scene, index, f"{stem}.png")
+    (out / split / "images" / f"{stem}.json").write_text(json.dumps(record))
+    if split == "val":
+        _write_png(out / split / "labels" / f"{stem}.png", scene.label)
+    return None
+
+
+def web_photo(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, list[str]]:
+    """A square "web photo" of a scene and the class names it shows, largest first.
+
+    30 % show the whole scene; the rest are crops of 30–80 % of its side, half of them
+    centred on a random pixel of a random class (object-centric photos), half anywhere.
+    """
+    size = scene.label.shape[0]
+    if rng.random() < 0.3:
+        y0 = x0 = 0
+        side = size
+    else:
+        side = int(rng.uniform(0.3, 0.8) * size)
+        if rng.random() < 0.5:
+            ys, xs = np.nonzero(scene.label == rng.choice(np.unique(scene.label)))
+            pick = int(rng.integers(len(ys)))
+            cy, cx = int(ys[pick]), int(xs[pick])
+        else:
+            cy, cx = (int(v) for v in rng.integers(0, size, 2))
+        y0 = int(np.clip(cy - side // 2, 0, size - side))
+        x0 = int(np.clip(cx - side // 2, 0, size - side))
+    label = scene.label[y0 : y0 + side, x0 : x0 + side]
+    fraction = np.bincount(label.ravel(), minlength=len(NAMES)) / label.size
+    order = np.argsort(-fraction, kind="stable")
+    names = [NAMES[c] for c in order if fraction[c] >= WEB_MIN_FRACTION]
+    return scene.image[y0 : y0 + side, x0 : x0 + side], names
 
 
 def caption(rng: np.random.Generator, names: list[str]) -> str:

@@ -16,7 +16,7 @@ def synth_root(tmp_path_factory) -> Path:
     from pipeline.synth import run
 
     out = tmp_path_factory.mktemp("synthetic")
-    run(SynthParams(out=str(out), train=12, val=4, size=64, seed=0))
+    run(SynthParams(out=str(out), train=12, val=4, web=24, size=64, seed=0))
     return out
 
 

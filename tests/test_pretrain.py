@@ -12,7 +12,7 @@ from train.pretrain import run
 
 def test_pretrain_writes_a_plain_open_clip_checkpoint(synth_root, tmp_path):
     out = tmp_path / "tiny"
-    summary = run(PretrainParams(captions=str(synth_root / "train"), out=str(out), steps=3,
+    summary = run(PretrainParams(captions=str(synth_root / "web"), out=str(out), steps=3,
                                  batch_size=8, warmup_steps=1))
     assert summary.steps == 3 and 0.0 <= summary.retrieval_top1 <= 1.0
     model, _, _ = open_clip.create_model_and_transforms("TinyCLIP-ViT-8",
@@ -35,7 +35,7 @@ def test_cli_pretrain(synth_root, tmp_path):
 
     out = tmp_path / "cli"
     result = CliRunner().invoke(cli, [
-        "pretrain", "--captions", str(synth_root / "train"), "--out", str(out), "--steps", "2",
+        "pretrain", "--captions", str(synth_root / "web"), "--out", str(out), "--steps", "2",
         "--set", "pretrain.batch_size=4"])
     assert result.exit_code == 0, result.output
     assert "pretrain: 2 steps" in result.output and (out / "final.pt").is_file()

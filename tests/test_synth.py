@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 from config import SynthParams
-from pipeline.synth import run
-from pipeline.synth_world import CLASSES
+from pipeline.synth import run, web_photo
+from pipeline.synth_world import CLASSES, render_scene
 from shards import rle
 
 
@@ -18,11 +18,11 @@ def _digest(root) -> str:
     return h.hexdigest()
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+def test_same_seed_same_bytes_whatever_the_workers_other_seed_other_bytes(tmp_path):
     a, b, c = (tmp_path / n for n in "abc")
-    run(SynthParams(out=str(a), train=3, val=2, size=48, seed=5))
-    run(SynthParams(out=str(b), train=3, val=2, size=48, seed=5))
-    run(SynthParams(out=str(c), train=3, val=2, size=48, seed=6))
+    run(SynthParams(out=str(a), train=3, val=2, web=4, size=48, seed=5, workers=1))
+    run(SynthParams(out=str(b), train=3, val=2, web=4, size=48, seed=5, workers=2))
+    run(SynthParams(out=str(c), train=3, val=2, web=4, size=48, seed=6, workers=1))
     assert _digest(a) == _digest(b)
     assert _digest(a) != _digest(c)
 
@@ -33,8 +33,10 @@ def test_layout_is_a_real_dataset(synth_root):
     assert {c.kind for c in CLASSES} == {"stuff", "thing"}
     images = sorted((synth_root / "train" / "images").glob("*.png"))
     assert len(images) == 12
-    captions = [json.loads(line) for line in (synth_root / "train" / "captions.jsonl").open()]
-    assert [c["file_name"] for c in captions] == [p.name for p in images]
+    assert not (synth_root / "train" / "captions.jsonl").exists()  # PixelCLIP reads no text
+    web = sorted((synth_root / "web" / "images").glob("*.png"))
+    captions = [json.loads(line) for line in (synth_root / "web" / "captions.jsonl").open()]
+    assert len(web) == 24 and [c["file_name"] for c in captions] == [p.name for p in web]
     assert all(any(n in c["caption"] for n in names) for c in captions)
     assert (synth_root / "contact_sheet.png").exists()
 
@@ -53,3 +55,15 @@ def test_layout_is_a_real_dataset(synth_root):
         # masks are unlabeled regions, but each lies inside one semantic class
         for m in masks:
             assert len(np.unique(label[m])) == 1
+
+
+def test_web_photo_names_what_it_shows():
+    rng = np.random.default_rng(0)
+    sides = set()
+    for _ in range(40):
+        scene = render_scene(rng, 64)
+        photo, names = web_photo(rng, scene)
+        assert photo.shape[0] == photo.shape[1] and photo.dtype == np.uint8
+        sides.add(photo.shape[0])
+        assert names and set(names) <= set(scene.names)
+    assert 64 in sides and min(sides) < 40  # whole scenes and close-ups
