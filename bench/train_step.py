@@ -54,7 +54,8 @@ def bench_steps(args: argparse.Namespace) -> None:
                       clip_resolution=args.resolution, mask_resolution=mres,
                       batch_size=args.batch, num_prompts=args.prompts, device=args.device,
                       amp={"fp32": "none"}.get(args.precision, args.precision),
-                      head_widths=tuple(args.head_widths), steps=args.steps + 1)
+                      head_widths=tuple(args.head_widths), steps=args.steps + 1,
+                      prompt_vocab="")
     run = build(cfg)
     gen = torch.Generator().manual_seed(0)
     batch = random_batch(args.batch, args.resolution, mres, args.masks, gen)

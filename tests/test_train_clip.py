@@ -41,6 +41,29 @@ def test_encode_texts_normalised(bundle):
     assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
 
 
+def test_prompt_words_come_from_the_given_vocabulary(bundle, tmp_path):
+    import json
+
+    from train.prompts import read_vocab, vocab_record
+
+    model, tok = bundle.model, bundle.tokenizer
+    record = vocab_record(tok(["a photo of sky and grass."]), tok)
+    assert record["token_ids"] == sorted(record["token_ids"])
+    assert set(record["words"]) == {"a", "photo", "of", "sky", "and", "grass", "."}
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(record))
+    ids = read_vocab(path)
+    prompts = PromptLearner(model, tok, num_prompts=6, length=3, template="a {}.", vocab=ids)
+    rows = model.token_embedding.weight[torch.tensor(ids)]
+    start = prompts.token_embeddings.detach().reshape(-1, rows.shape[1])
+    assert all(any(torch.equal(e, r) for r in rows) for e in start)
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="train.prompt_vocab: .*vocab.json"):
+        read_vocab(path)
+    with pytest.raises(FileNotFoundError, match="train.prompt_vocab"):
+        read_vocab(tmp_path / "none.json")
+
+
 def test_prompt_learner_matches_encode_text_for_real_tokens(bundle):
     """Slots filled with the embeddings of real words give that sentence's text feature."""
     model, tok = bundle.model, bundle.tokenizer

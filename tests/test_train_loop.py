@@ -14,7 +14,7 @@ def tiny_cfg(shards, out, **kw) -> TrainParams:
     base = dict(shards=str(shards), out=str(out), clip_pretrained="", clip_resolution=32,
                 mask_resolution=16, num_prompts=8, head_widths=(16, 16, 8), batch_size=4,
                 steps=4, checkpoint_every=2, log_every=1, shuffle_buffer=4,
-                lr_visual_mult=1.0, visual_delay_steps=0)
+                lr_visual_mult=1.0, visual_delay_steps=0, prompt_vocab="")
     base.update(kw)
     return TrainParams(**base)
 
@@ -112,7 +112,7 @@ def test_cli_train(shard_dir, tmp_path):
         "train", "--shards", str(shard_dir), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--clip-pretrained", "", "--set", "train.clip_resolution=32",
         "--set", "train.mask_resolution=16", "--set", "train.num_prompts=4",
-        "--set", "train.head_widths=[8,8,8]"])
+        "--set", "train.head_widths=[8,8,8]", "--set", "train.prompt_vocab="])
     assert result.exit_code == 0, result.output
     assert "train: 2 steps" in result.output
     assert (out / "final.pt").is_file() and (out / "prompts.pt").is_file()

@@ -29,7 +29,7 @@ from train.data import batches
 from train.head import UpsampleHead
 from train.model import PixelCLIP, batch_loss, ema_update, make_teacher, set_trainable
 from train.optim import lr_factor, rng_state, seed_everything, set_lr, set_rng_state
-from train.prompts import PromptLearner
+from train.prompts import PromptLearner, read_vocab
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ def build(cfg: TrainParams) -> Run:
     clip = bundle.model
     clip.requires_grad_(False)
     set_trainable(clip.visual, cfg.trainable)
+    vocab = read_vocab(cfg.prompt_vocab) if cfg.prompt_vocab else None
     prompts = PromptLearner(clip, bundle.tokenizer, cfg.num_prompts, cfg.prompt_length,
-                            cfg.prompt_template, seed=cfg.seed).to(device)
+                            cfg.prompt_template, seed=cfg.seed, vocab=vocab).to(device)
     core = PixelCLIP(clip.visual, prompts, UpsampleHead(cfg.head_widths).to(device))
     teacher = make_teacher(clip.visual)
     net = core

@@ -1,8 +1,12 @@
-"""The ``pretrain`` stage: a tiny CLIP trained contrastively on the synthetic captions.
+"""The ``pretrain`` stage: a tiny CLIP trained contrastively on the synthetic web photos.
 
 It stands in for OpenAI/LAION weights in the embedded default: like real CLIP it learns what
 is in an image from captions (image-level recognition) while its dense features are never
-trained. The result is a plain open_clip state dict (``final.pt``) that
+trained. Two choices make it behave like real CLIP at region level (RESULTS.md, diagnosis):
+the captioned photos show scenes at every scale, close-ups included, as web photos do; and
+its tower pools patch tokens by averaging (open_clip ``pool_type: avg``), so with only 8×8
+tokens and 4 blocks every patch token carries what it shows, not just a class token. The
+result is a plain open_clip state dict (``final.pt``) that
 ``open_clip.create_model_and_transforms(name, pretrained=path)`` loads.
 """
 
@@ -22,6 +26,7 @@ from PIL import Image
 from config import PretrainParams, to_dict
 from train.clip import CLIPBundle, load_clip, normalise
 from train.optim import atomic_save, decay_groups, lr_factor, seed_everything, set_lr
+from train.prompts import vocab_record
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,7 @@ def run(cfg: PretrainParams) -> PretrainSummary:
                 log.info("pretrain step %d loss %.4f", step, loss.item())
     top1 = retrieval_top1(bundle, images[:256], tokens[:256])
     atomic_save(model.state_dict(), out / "final.pt")
+    (out / "vocab.json").write_text(json.dumps(vocab_record(tokens, bundle.tokenizer)))
     (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
     summary = PretrainSummary(str(out), cfg.steps, loss.item(), top1, time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary.__dict__, indent=2))

@@ -9,6 +9,10 @@ flow through it to the prompt tokens.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,10 +30,15 @@ def text_tower(model: nn.Module) -> nn.Module:
 
 
 class PromptLearner(nn.Module):
-    """k learnable prompt-token sequences; ``forward(clip)`` → ``(k, D)`` text embeddings."""
+    """k learnable prompt-token sequences; ``forward(clip)`` → ``(k, D)`` text embeddings.
+
+    The tokens start as the embeddings of random words: drawn from ``vocab`` (token ids) when
+    given, else from the whole tokenizer vocabulary as the paper does for OpenAI CLIP, whose
+    every token is a word it was trained on.
+    """
 
     def __init__(self, model: nn.Module, tokenizer, num_prompts: int, length: int,
-                 template: str, seed: int = 0) -> None:
+                 template: str, seed: int = 0, vocab: Sequence[int] | None = None) -> None:
         super().__init__()
         if template.count("{}") != 1:
             raise ValueError(f"train.prompt_template needs exactly one '{{}}': {template!r}")
@@ -43,8 +52,12 @@ class PromptLearner(nn.Module):
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("slots", slots, persistent=False)
         gen = torch.Generator().manual_seed(seed)
-        vocab = tower.token_embedding.num_embeddings
-        words = torch.randint(0, vocab - 10, (num_prompts, length), generator=gen)
+        if vocab:
+            known = torch.as_tensor(list(vocab), dtype=torch.long)
+            words = known[torch.randint(0, len(known), (num_prompts, length), generator=gen)]
+        else:
+            size = tower.token_embedding.num_embeddings
+            words = torch.randint(0, size - 10, (num_prompts, length), generator=gen)
         with torch.no_grad():
             init = tower.token_embedding.weight.detach().cpu()[words].clone()
         self.token_embeddings = nn.Parameter(init)
@@ -71,6 +84,30 @@ class PromptLearner(nn.Module):
         if proj is not None:
             x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
         return x
+
+
+def read_vocab(path: str | Path, key: str = "train.prompt_vocab") -> list[int]:
+    """Token ids of a ``vocab.json`` (written by ``pretrain``); one-line errors name ``key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: vocabulary file not found: {path}")
+    try:
+        ids = json.loads(path.read_text())["token_ids"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{key}: {path} is not a vocab.json with 'token_ids' ({exc})") from None
+    if not ids or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{key}: {path} has no integer token ids")
+    return ids
+
+
+def vocab_record(tokens: torch.Tensor, tokenizer) -> dict:
+    """What ``vocab.json`` holds: the ids (and words) of every token in tokenised texts,
+    special tokens and padding excluded."""
+    special = {0, *(int(t) for t in tokenizer([""])[0, :2])}  # padding, start, end of text
+    ids = sorted(int(t) for t in tokens.unique() if int(t) not in special)
+    decode = getattr(tokenizer, "decode", None)
+    words = [decode([i]).strip() for i in ids] if decode else []
+    return {"token_ids": ids, "words": words}
 
 
 def prompt_record(prompts: PromptLearner, model: nn.Module) -> dict:
