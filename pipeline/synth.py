@@ -127,10 +127,9 @@ def web_photo(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, list[
 
 
 def caption(rng: np.random.Generator, names: list[str]) -> str:
-    """A web-like caption: most (not always all) of what is there, in random order."""
-    kept = [n for n in names if rng.random() < 0.85] or [names[int(rng.integers(len(names)))]]
-    kept = [kept[i] for i in rng.permutation(len(kept))]
-    listed = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
+    """A caption naming everything shown, in random order, in one of a few phrasings."""
+    names = [names[i] for i in rng.permutation(len(names))]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return str(rng.choice(CAPTION_TEMPLATES)).format(listed)
 
 

@@ -150,6 +150,11 @@ GROUNDS = ("grass", "water", "sand", "snow", "road", "wooden floor")
 BACKGROUNDS = ("sky", "sky", "sky", "brick wall")
 SKY_THINGS = ("sun", "kite")
 GROUND_THINGS = ("ball", "box", "tree", "house", "car", "flower", "fish", "rock")
+# Stuff regions hold patches that look like another class (clouds, bare earth, reflections,
+# ivy...): locally ambiguous, named by the region they lie in. Real scenes are like this, and
+# it is what makes CLIP's per-patch predictions noisy while a whole region is easy to name.
+DISTRACTORS = {"sky": "snow", "grass": "sand", "water": "sky", "sand": "rock", "snow": "road",
+               "road": "water", "brick wall": "tree", "wooden floor": "brick wall"}
 PART_COLOURS = {"roof": (150, 45, 40), "trunk": (100, 65, 35), "wheel": (25, 25, 25),
                 "door": (110, 75, 45), "centre": (250, 220, 60), "window": (170, 210, 235)}
 
@@ -238,6 +243,12 @@ def _wavy_boundary(rng: Rng, size: int, level: float, amp: float) -> np.ndarray:
     return level * size + wave + rng.uniform(-0.08, 0.08) * (x - size / 2)
 
 
+def _blobs(rng: Rng, size: int, coverage: float) -> np.ndarray:
+    """Smooth random blobs covering about ``coverage`` of the image."""
+    field = _blur_noise(rng, size, size / 14, 1.0)
+    return field > np.quantile(field, 1.0 - coverage)
+
+
 def _stuff_layout(rng: Rng, size: int) -> list[tuple[str, np.ndarray]]:
     yy, xx = np.mgrid[0:size, 0:size]
     horizon = _wavy_boundary(rng, size, rng.uniform(0.25, 0.55), rng.uniform(0, size / 16))
@@ -260,21 +271,23 @@ def _paint(style: ClassStyle, rng: Rng, size: int, colour: np.ndarray | None = N
 
 
 def render_scene(rng: Rng, size: int) -> Scene:
-    """Draw one scene: stuff layout, 1–4 things with parts, occlusion by drawing order."""
+    """Draw one scene: stuff (with look-alike patches), 1–3 things with parts, occlusion by order."""
     image = np.zeros((size, size, 3), np.float32)
     label = np.zeros((size, size), np.uint8)
     regions: list[tuple[int, np.ndarray]] = []  # (instance, mask) in drawing order
     layout = _stuff_layout(rng, size)
     for name, mask in layout:
         image[mask] = _paint(CLASSES[IDS[name]], rng, size)[mask]
+        patches = mask & _blobs(rng, size, rng.uniform(0.1, 0.3))
+        image[patches] = _paint(CLASSES[IDS[DISTRACTORS[name]]], rng, size)[patches]
         label[mask] = IDS[name]
         regions.append((len(regions), mask))
     horizon_row = int(np.argmax(~layout[0][1], axis=0).mean()) if len(layout) > 1 else size // 2
     things = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, 4))):
         in_sky = rng.random() < 0.25 and layout[0][0] == "sky"
         name = str(rng.choice(SKY_THINGS if in_sky else GROUND_THINGS))
-        s = rng.uniform(0.18, 0.42) * size
+        s = rng.uniform(0.3, 0.6) * size
         if in_sky:
             cy = rng.uniform(s / 2, max(s / 2 + 1, horizon_row - s / 3))
         else:
