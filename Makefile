@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: repro test lint bench clean-venv
+.PHONY: repro ablations test lint bench clean-venv
 
 .venv/ready: requirements.txt
 	python3 -m venv .venv
@@ -13,6 +13,17 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 repro: .venv/ready
 	.venv/bin/dvc repro
+
+# RESULTS.md's ablation table: each row is one `dvc exp run` against the committed default, run
+# in a temporary copy (the workspace keeps the default); `dvc exp show` lists them afterwards.
+ABLATIONS := seed1:train.seed=1 seed2:train.seed=2 no-clustering:train.use_clustering=false \
+	no-momentum:train.use_momentum=false k8:train.num_prompts=8 k32:train.num_prompts=32 \
+	k64:train.num_prompts=64 superpixel-masks:masks.generator=superpixel \
+	strong-aug:train.strong_aug=true
+
+ablations: .venv/ready
+	for row in $(ABLATIONS); do \
+		.venv/bin/dvc exp run --temp -n $${row%%:*} -S $${row#*:} || exit 1; done
 
 test: .venv/ready
 	.venv/bin/ruff check .

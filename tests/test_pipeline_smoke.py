@@ -24,7 +24,7 @@ def _tiny_repo(dest: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split("\0")
     for name in filter(None, files):
-        if (ROOT / name).is_file() and not name.startswith(("docs/", "dvc.lock")):
+        if (ROOT / name).is_file() and not name.startswith(("docs/", "dvc.lock", "metrics/")):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 from config import SynthParams
-from pipeline.synth import run, web_photo
-from pipeline.synth_world import CLASSES, render_scene
+from pipeline.synth import caption, run, web_photo
+from pipeline.synth_world import CLASSES, IDS, render_scene
 from shards import rle
 
 
@@ -67,3 +67,25 @@ def test_web_photo_names_what_it_shows():
         sides.add(photo.shape[0])
         assert names and set(names) <= set(scene.names)
     assert 64 in sides and min(sides) < 40  # whole scenes and close-ups
+
+
+def test_stuff_regions_hold_look_alike_patches_labelled_as_the_region():
+    # sky carries snow-white patches ("clouds"): white pixels under the sky label, never all
+    rng = np.random.default_rng(1)
+    fractions = []
+    for _ in range(20):
+        scene = render_scene(rng, 64)
+        sky = scene.label == IDS["sky"]
+        if sky.sum() >= 200:
+            fractions.append((scene.image[sky].min(axis=1) > 200).mean())
+    fractions = np.array(fractions)
+    assert len(fractions) >= 5 and 0.1 < fractions.mean() < 0.4 and fractions.max() < 0.6
+    assert (fractions > 0.03).mean() >= 0.8
+
+
+def test_caption_names_everything_it_is_given():
+    rng = np.random.default_rng(0)
+    names = ["sky", "grass", "brick wall", "car"]
+    for _ in range(10):
+        text = caption(rng, names)
+        assert all(n in text for n in names)
