@@ -18,8 +18,8 @@ repro: .venv/ready
 # in a temporary copy (the workspace keeps the default); `dvc exp show` lists them afterwards.
 ABLATIONS := seed1:train.seed=1 seed2:train.seed=2 no-clustering:train.use_clustering=false \
 	no-momentum:train.use_momentum=false k8:train.num_prompts=8 k32:train.num_prompts=32 \
-	k64:train.num_prompts=64 superpixel-masks:masks.generator=superpixel \
-	strong-aug:train.strong_aug=true
+	superpixel-masks:masks.generator=superpixel strong-aug:train.strong_aug=true \
+	k64:train.num_prompts=64
 
 ablations: .venv/ready
 	for row in $(ABLATIONS); do \
