@@ -33,7 +33,8 @@ def test_same_seed_same_stream(shard_dir):
 def test_cutout_is_removed_from_masks():
     image = np.full((64, 64, 3), 200, np.uint8)
     masks = np.ones((1, 64, 64), bool)
-    cfg = _cfg(cutout=(0.5, 0.5), jitter=0.0, grayscale_p=0.0, blur_p=0.0, crop_scale=(1.0, 1.0))
+    cfg = _cfg(strong_aug=True, cutout=(0.5, 0.5), jitter=0.0, grayscale_p=0.0, blur_p=0.0,
+               crop_scale=(1.0, 1.0))
     out = prepare({"image": image, "masks": masks}, np.random.default_rng(0), cfg)
     black = (out["student"] == 0).all(dim=0)  # (32, 32) cutout in the student view
     assert black.sum() == 16 * 16 and (out["teacher"] == 200).all()
