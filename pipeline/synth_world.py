@@ -271,7 +271,7 @@ def _paint(style: ClassStyle, rng: Rng, size: int, colour: np.ndarray | None = N
 
 
 def render_scene(rng: Rng, size: int) -> Scene:
-    """Draw one scene: stuff (with look-alike patches), 1–3 things with parts, occlusion by order."""
+    """Draw one scene: stuff (with look-alike patches), 1–3 things with parts, in depth order."""
     image = np.zeros((size, size, 3), np.float32)
     label = np.zeros((size, size), np.uint8)
     regions: list[tuple[int, np.ndarray]] = []  # (instance, mask) in drawing order
