@@ -148,3 +148,27 @@ def test_cli_evaluate(tmp_path, synth_root):
     assert result.exit_code == 0, result.output
     assert "synthetic: mIoU baseline" in result.output
     assert json.loads((tmp_path / "m/eval.json").read_text())["synthetic"]["images"] == 2
+
+
+def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_path, synth_root,
+                                                                          checkpoint):
+    from evaluate.ceiling import region_ceiling
+    from evaluate.stage import run
+
+    cfg = eval_cfg(tmp_path, synth_root, baseline=str(checkpoint))
+    run(cfg)
+    expected = json.loads(Path(cfg.metrics).read_text())["synthetic"]["baseline"]["miou"]
+    result = region_ceiling(cfg, str(checkpoint))
+    assert result.pixel_miou == pytest.approx(expected) and result.images == 4
+    assert 0 <= result.region_miou <= 100 and 0 <= result.mask_accuracy <= 100
+    names = (synth_root / "classes.txt").read_text().split("\n")
+    assert result.per_class_accuracy and set(result.per_class_accuracy) <= set(names)
+
+    from cli import cli
+
+    out = tmp_path / "ceiling.json"
+    res = CliRunner().invoke(cli, ["ceiling", "--set", f"evaluate.synthetic={synth_root}",
+                                   "--checkpoint", str(checkpoint), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "region-labelled mIoU" in res.output
+    assert json.loads(out.read_text())["mask_accuracy"] == pytest.approx(result.mask_accuracy)

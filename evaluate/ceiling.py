@@ -1,0 +1,83 @@
+"""What within-mask consistency could buy a CLIP on synthetic val (a diagnostic, not a metric
+of the method): its pixel mIoU against the mIoU reached when every ground-truth region mask is
+labelled by its own pooled feature, and how often a region is named right.
+
+PixelCLIP makes dense features agree inside masks, so its gain is bounded by the second number
+(for masks it groups right); RESULTS.md uses this to check the stand-in CLIP before tuning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from config import EvaluateParams, resolve_device
+from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
+from evaluate.inference import options_from, predict, text_classifier, to_input
+from evaluate.metrics import confusion_matrix, summarize
+from shards import rle
+from train.clip import dense_features, load_clip
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    pixel_miou: float  # as the evaluate stage scores it
+    region_miou: float  # each ground-truth region labelled by its mean feature
+    mask_accuracy: float  # % of regions whose mean feature names their class
+    per_class_accuracy: dict[str, float]  # same, per class present
+    images: int
+
+    def line(self) -> str:
+        return (f"pixel mIoU {self.pixel_miou:.1f} | region-labelled mIoU {self.region_miou:.1f}"
+                f" | regions named right {self.mask_accuracy:.1f} % ({self.images} images)")
+
+
+def region_masks(image_path) -> np.ndarray:
+    """``(N, H, W)`` bool: the unlabeled region masks stored beside a synthetic image."""
+    data = json.loads(image_path.with_suffix(".json").read_text())
+    info = data["image"]
+    return rle.decode([a["segmentation"] for a in data["annotations"]], info["height"],
+                      info["width"])
+
+
+@torch.inference_mode()
+def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
+    """Score ``checkpoint`` (path or tag of ``cfg.clip_model``) on ``cfg.synthetic`` val."""
+    device = resolve_device(cfg.device, "evaluate.device")
+    options = options_from(cfg)
+    bench = load_benchmark(synthetic_layout(cfg.synthetic), cfg.synthetic, cfg.max_images)
+    bundle = load_clip(cfg.clip_model, checkpoint, device, key="evaluate.checkpoint")
+    text = text_classifier(bundle, bench.classes).to(device)
+    n = len(bench.classes)
+    pixel_cm, region_cm = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
+    hits: dict[int, list[bool]] = {}
+    side = (options.resolution, options.resolution)
+    for pair in bench.pairs:
+        image, truth = load_pair(pair, n)
+        pixel = predict(bundle, text, [image], options, device)[0]
+        pixel_cm += confusion_matrix(pixel, truth, n)
+        feats = dense_features(bundle.model.visual, to_input(image, side, bundle, device)[None])
+        feats = F.interpolate(feats.float(), size=truth.shape, mode="bilinear",
+                              align_corners=False)[0]
+        region = pixel.copy()  # a pixel outside every mask keeps its own prediction
+        # largest first, so that parts (a roof, a wheel) end up labelled on top of their whole
+        for mask in sorted(region_masks(pair.image), key=lambda m: -m.sum()):
+            pooled = F.normalize(feats[:, torch.from_numpy(mask).to(device)].mean(dim=1), dim=0)
+            named = int((text @ pooled).argmax())
+            region[mask] = named
+            cls = int(np.bincount(truth[mask]).argmax())
+            if cls < n:
+                hits.setdefault(cls, []).append(named == cls)
+        region_cm += confusion_matrix(region, truth, n)
+    everything = [h for v in hits.values() for h in v]
+    return Ceiling(
+        pixel_miou=summarize(pixel_cm, bench.classes)["miou"],
+        region_miou=summarize(region_cm, bench.classes)["miou"],
+        mask_accuracy=100 * float(np.mean(everything)) if everything else 0.0,
+        per_class_accuracy={bench.classes[c]: 100 * float(np.mean(v))
+                            for c, v in sorted(hits.items())},
+        images=len(bench.pairs))
