@@ -155,7 +155,7 @@ class TrainParams:
     steps: int = 300
     crop_scale: tuple[float, float] = (0.5, 1.0)
     # Student view: jitter, greyscale, blur, cutout (teacher: plain). Off by default: colour is
-    # what names a synthetic class, and jitter/greyscale cost 3-4 mIoU there (RESULTS.md).
+    # what names a synthetic class, and jitter/greyscale cost about 4 mIoU there (RESULTS.md).
     strong_aug: bool = False
     jitter: float = 0.4  # brightness/contrast/saturation factors in 1 ± jitter
     hue_jitter: float = 0.0  # ± turns of hue; 0 here because hue names synthetic classes

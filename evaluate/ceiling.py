@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class Ceiling:
                 f" | regions named right {self.mask_accuracy:.1f} % ({self.images} images)")
 
 
-def region_masks(image_path) -> np.ndarray:
+def region_masks(image_path: Path) -> np.ndarray:
     """``(N, H, W)`` bool: the unlabeled region masks stored beside a synthetic image."""
     data = json.loads(image_path.with_suffix(".json").read_text())
     info = data["image"]
