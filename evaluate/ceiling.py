@@ -18,10 +18,17 @@ import torch.nn.functional as F
 
 from config import EvaluateParams, resolve_device
 from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
-from evaluate.inference import options_from, predict, text_classifier, to_input
+from evaluate.inference import (
+    features_to_logits,
+    label_map,
+    options_from,
+    text_classifier,
+    to_input,
+    whole_features,
+)
 from evaluate.metrics import confusion_matrix, summarize
 from shards import rle
-from train.clip import dense_features, load_clip
+from train.clip import load_clip
 
 
 @dataclass(frozen=True)
@@ -39,15 +46,23 @@ class Ceiling:
 
 def region_masks(image_path: Path) -> np.ndarray:
     """``(N, H, W)`` bool: the unlabeled region masks stored beside a synthetic image."""
-    data = json.loads(image_path.with_suffix(".json").read_text())
-    info = data["image"]
-    return rle.decode([a["segmentation"] for a in data["annotations"]], info["height"],
-                      info["width"])
+    path = image_path.with_suffix(".json")
+    try:
+        data = json.loads(path.read_text())
+        info = data["image"]
+        return rle.decode([a["segmentation"] for a in data["annotations"]], info["height"],
+                          info["width"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable SA-1B mask JSON ({exc})") from None
 
 
 @torch.inference_mode()
 def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
-    """Score ``checkpoint`` (path or tag of ``cfg.clip_model``) on ``cfg.synthetic`` val."""
+    """Score ``checkpoint`` (path or tag of ``cfg.clip_model``) on ``cfg.synthetic`` val.
+
+    Whole-image inference (the evaluate stage's default): one forward pass per image gives
+    both the pixel predictions and the features pooled per region.
+    """
     device = resolve_device(cfg.device, "evaluate.device")
     options = options_from(cfg)
     bench = load_benchmark(synthetic_layout(cfg.synthetic), cfg.synthetic, cfg.max_images)
@@ -59,9 +74,10 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     side = (options.resolution, options.resolution)
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
-        pixel = predict(bundle, text, [image], options, device)[0]
+        feats = whole_features(bundle, to_input(image, side, bundle, device)[None])
+        logits = features_to_logits(feats, text, (options.feature_size, options.feature_size))
+        pixel = label_map(logits[0], truth.shape)
         pixel_cm += confusion_matrix(pixel, truth, n)
-        feats = dense_features(bundle.model.visual, to_input(image, side, bundle, device)[None])
         feats = F.interpolate(feats.float(), size=truth.shape, mode="bilinear",
                               align_corners=False)[0]
         region = pixel.copy()  # a pixel outside every mask keeps its own prediction

@@ -82,12 +82,17 @@ def features_to_logits(features: torch.Tensor, text: torch.Tensor,
     return torch.einsum("bdhw,cd->bchw", features, text.to(features))
 
 
+def whole_features(bundle: CLIPBundle, batch: torch.Tensor) -> torch.Tensor:
+    """Normalised ``(B, 3, r, r)`` images → dense features ``(B, D, h, w)`` (bf16 on CUDA)."""
+    with _autocast(batch.device):
+        return dense_features(bundle.model.visual, batch)
+
+
 def whole_logits(bundle: CLIPBundle, batch: torch.Tensor, text: torch.Tensor,
                  feature_size: int) -> torch.Tensor:
     """Normalised ``(B, 3, r, r)`` images → ``(B, C, feature_size, feature_size)`` logits."""
-    with _autocast(batch.device):
-        features = dense_features(bundle.model.visual, batch)
-    return features_to_logits(features, text, (feature_size, feature_size))
+    return features_to_logits(whole_features(bundle, batch), text,
+                              (feature_size, feature_size))
 
 
 def window_origins(length: int, window: int, stride: int) -> list[int]:

@@ -70,20 +70,21 @@ def run(cfg: SynthParams) -> SynthSummary:
     lines = "".join(json.dumps(c) + "\n" for c in captions if c is not None)
     (out / "web" / "captions.jsonl").write_text(lines)
     if cfg.val:
-        sheet = [_scene(cfg.seed, "val", i, cfg.size) for i in range(min(6, cfg.val))]
+        sheet = [render_scene(_rng(cfg.seed, "val", i), cfg.size) for i in range(min(6, cfg.val))]
         _write_png(out / "contact_sheet.png", contact_sheet(sheet))
     (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
     return SynthSummary(str(out), cfg.train, cfg.val, cfg.web)
 
 
-def _scene(seed: int, split: str, index: int, size: int) -> Scene:
-    return render_scene(np.random.default_rng([seed, SPLITS[split], index]), size)
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of one image: its scene, crop and caption depend on nothing else."""
+    return np.random.default_rng([seed, SPLITS[split], index])
 
 
 def _render(job: tuple[str, int], out: Path, size: int, seed: int) -> dict | None:
     """Write one image (and its masks, label or caption); → the caption row of a web photo."""
     split, index = job
-    rng = np.random.default_rng([seed, SPLITS[split], index])
+    rng = _rng(seed, split, index)
     scene = render_scene(rng, size)
     if split == "web":
         photo, names = web_photo(rng, scene)
