@@ -4,6 +4,9 @@ labelled by its own pooled feature, and how often a region is named right.
 
 PixelCLIP makes dense features agree inside masks, so its gain is bounded by the second number
 (for masks it groups right); RESULTS.md uses this to check the stand-in CLIP before tuning.
+The in-region agreement says how much room there is: inside regions named right, the share of
+pixels whose own prediction already agrees, away from the region's edge (farther than half a
+patch) and near it (where the coarse feature grid blurs classes together).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from config import EvaluateParams, resolve_device
 from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
@@ -37,11 +41,22 @@ class Ceiling:
     region_miou: float  # each ground-truth region labelled by its mean feature
     mask_accuracy: float  # % of regions whose mean feature names their class
     per_class_accuracy: dict[str, float]  # same, per class present
+    interior_agreement: float  # % of pixels agreeing with their region's (right) name, inside
+    edge_agreement: float  # same within half a patch of the region's edge
     images: int
 
     def line(self) -> str:
         return (f"pixel mIoU {self.pixel_miou:.1f} | region-labelled mIoU {self.region_miou:.1f}"
-                f" | regions named right {self.mask_accuracy:.1f} % ({self.images} images)")
+                f" | regions named right {self.mask_accuracy:.1f} % | pixels agreeing with their"
+                f" region: interior {self.interior_agreement:.1f} %, edge"
+                f" {self.edge_agreement:.1f} % ({self.images} images)")
+
+
+def agreement(pixel: np.ndarray, mask: np.ndarray, cls: int, margin: int) -> np.ndarray:
+    """``[[agreeing, pixels] inside, [agreeing, pixels] at the edge]`` of one region: pixels of
+    ``mask`` predicted ``cls``, split at ``margin`` pixels from the mask's border."""
+    inner = ndimage.binary_erosion(mask, iterations=margin)
+    return np.array([[(pixel[sel] == cls).sum(), sel.sum()] for sel in (inner, mask & ~inner)])
 
 
 def region_masks(image_path: Path) -> np.ndarray:
@@ -71,7 +86,9 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     n = len(bench.classes)
     pixel_cm, region_cm = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
     hits: dict[int, list[bool]] = {}
+    agree = np.zeros((2, 2), np.int64)
     side = (options.resolution, options.resolution)
+    patch = bundle.model.visual.patch_size[0]
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
         feats = whole_features(bundle, to_input(image, side, bundle, device)[None])
@@ -81,6 +98,7 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
         feats = F.interpolate(feats.float(), size=truth.shape, mode="bilinear",
                               align_corners=False)[0]
         region = pixel.copy()  # a pixel outside every mask keeps its own prediction
+        margin = max(1, round(truth.shape[0] * patch / options.resolution / 2))
         # largest first, so that parts (a roof, a wheel) end up labelled on top of their whole
         for mask in sorted(region_masks(pair.image), key=lambda m: -m.sum()):
             pooled = F.normalize(feats[:, torch.from_numpy(mask).to(device)].mean(dim=1), dim=0)
@@ -89,6 +107,8 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
             cls = int(np.bincount(truth[mask]).argmax())
             if cls < n:
                 hits.setdefault(cls, []).append(named == cls)
+                if named == cls:
+                    agree += agreement(pixel, mask, cls, margin)
         region_cm += confusion_matrix(region, truth, n)
     everything = [h for v in hits.values() for h in v]
     return Ceiling(
@@ -97,4 +117,6 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
         mask_accuracy=100 * float(np.mean(everything)) if everything else 0.0,
         per_class_accuracy={bench.classes[c]: 100 * float(np.mean(v))
                             for c, v in sorted(hits.items())},
+        interior_agreement=float(100 * agree[0, 0] / max(agree[0, 1], 1)),
+        edge_agreement=float(100 * agree[1, 0] / max(agree[1, 1], 1)),
         images=len(bench.pairs))

@@ -172,3 +172,15 @@ def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_pa
     assert res.exit_code == 0, res.output
     assert "region-labelled mIoU" in res.output
     assert json.loads(out.read_text())["mask_accuracy"] == pytest.approx(result.mask_accuracy)
+    assert 0 <= result.interior_agreement <= 100 and 0 <= result.edge_agreement <= 100
+
+
+def test_agreement_splits_a_region_at_its_edge():
+    from evaluate.ceiling import agreement
+
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 2:8] = True  # 36 pixels: 16 more than one pixel from the border, 20 on it
+    pixel = np.full((10, 10), 3)
+    pixel[4, 4] = 0  # one interior pixel disagrees
+    pixel[2, 2:4] = 1  # two edge pixels disagree
+    assert agreement(pixel, mask, 3, margin=1).tolist() == [[15, 16], [18, 20]]
