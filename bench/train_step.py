@@ -5,7 +5,9 @@
         --precision bf16 --device cuda              # the paper's setting, on a GPU
 
 Prints images/s and peak memory per step (CUDA: max allocated; CPU: process peak RSS), then
-the time of ``mask_pool`` against a per-mask Python loop on the same inputs, and their ratio.
+the time of ``mask_pool`` against a per-mask Python loop on the same inputs, and their ratio,
+and the upsampling head's forward + backward in its channels-last layout against the default
+contiguous layout.
 Batches are random (images and rectangular masks), so no data is needed; weights are random.
 """
 
@@ -25,6 +27,7 @@ import torch  # noqa: E402
 
 from config import TrainParams  # noqa: E402
 from train.clustering import mask_pool, mask_pool_naive  # noqa: E402
+from train.head import UpsampleHead  # noqa: E402
 from train.loop import build, train_step  # noqa: E402
 
 
@@ -98,6 +101,36 @@ def bench_pooling(args: argparse.Namespace) -> None:
           f"ms, ratio {timings['naive loop'] / timings['vectorised']:.1f}x, equal: {same}")
 
 
+def bench_head(args: argparse.Namespace) -> None:
+    device = torch.device(args.device if args.device != "auto" else "cpu")
+    grid = args.resolution // 8 if args.model == "TinyCLIP-ViT-8" else args.resolution // 16
+    maps = torch.randn(args.batch * args.prompts, 1, grid, grid, device=device)
+    timings, outs = {}, {}
+    for layout in ("channels-last", "contiguous"):
+        torch.manual_seed(0)
+        head = UpsampleHead(tuple(args.head_widths)).to(device)
+        if layout == "contiguous":  # nn.Module's default layout, input left as it is
+            head = head.to(memory_format=torch.contiguous_format).layers
+
+        def step(head=head) -> torch.Tensor:
+            out = head(maps)
+            out.float().square().mean().backward()
+            return out
+
+        step()
+        start = time.perf_counter()
+        for _ in range(args.pool_repeats):
+            outs[layout] = step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        timings[layout] = (time.perf_counter() - start) / args.pool_repeats
+    same = torch.allclose(outs["channels-last"], outs["contiguous"], atol=1e-5)
+    print(f"head ({args.batch}x{args.prompts} maps @ {grid}², widths {args.head_widths}) "
+          f"forward + backward: channels-last {1e3 * timings['channels-last']:.0f} ms, "
+          f"contiguous {1e3 * timings['contiguous']:.0f} ms, ratio "
+          f"{timings['contiguous'] / timings['channels-last']:.2f}x, equal: {same}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="TinyCLIP-ViT-8")
@@ -116,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     bench_steps(args)
     bench_pooling(args)
+    bench_head(args)
 
 
 if __name__ == "__main__":

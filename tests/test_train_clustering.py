@@ -1,4 +1,4 @@
-"""Sinkhorn equipartition, mask pooling, cluster targets and the EMA rule."""
+"""Sinkhorn equipartition, mask pooling, cluster targets, the EMA rule and the upsampling head."""
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +66,17 @@ def test_ema_update_rule():
     ema_update(teacher, student, 0.9)
     for p_t, p_0, p_s in zip(teacher.parameters(), before, student.parameters(), strict=True):
         assert torch.allclose(p_t, 0.9 * p_0 + 0.1 * p_s)
+
+
+def test_head_upsamples_x4_and_its_channels_last_layout_keeps_the_values():
+    from train.head import UpsampleHead
+
+    torch.manual_seed(0)
+    head = UpsampleHead((8, 8, 4))
+    maps = torch.randn(6, 1, 5, 7, requires_grad=True)
+    out = head(maps)
+    assert out.shape == (6, 1, 20, 28)
+    plain = head.to(memory_format=torch.contiguous_format).layers(maps.detach())
+    assert torch.allclose(out, plain, atol=1e-5)
+    out.sum().backward()
+    assert maps.grad is not None and maps.grad.abs().sum() > 0
