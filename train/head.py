@@ -5,7 +5,7 @@ exists at training time: inference uses CLIP's image and text encoders alone.
 
 It runs B·k one-channel maps per step and was the largest cost of a CPU training step, so its
 weights and activations are kept channels-last, the layout oneDNN and cuDNN convolutions
-prefer (same values; 1.8–2× faster forward + backward on CPU, bench/train_step.py).
+prefer (same values; 1.4–2.2× faster forward + backward on CPU, bench/train_step.py).
 """
 
 from __future__ import annotations
