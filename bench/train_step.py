@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from config import TrainParams  # noqa: E402
+from train.clip import grid_size  # noqa: E402
 from train.clustering import mask_pool, mask_pool_naive  # noqa: E402
 from train.head import UpsampleHead  # noqa: E402
 from train.loop import build, train_step  # noqa: E402
@@ -51,7 +52,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_steps(args: argparse.Namespace) -> None:
+def bench_steps(args: argparse.Namespace) -> int:
+    """Time training steps; → the side of the student's feature grid."""
     mres = args.mask_resolution or args.resolution
     cfg = TrainParams(clip_model=args.model, clip_pretrained=args.pretrained,
                       clip_resolution=args.resolution, mask_resolution=mres,
@@ -76,6 +78,7 @@ def bench_steps(args: argparse.Namespace) -> None:
           f"{args.batch}, k {args.prompts}, {args.precision} on {run.device}: "
           f"{per_step:.3f} s/step, {args.batch / per_step:.1f} images/s, peak memory "
           f"{peak_memory_mb(run.device):.0f} MiB, loss {metrics['loss']:.4f}")
+    return grid_size(run.core.visual, args.resolution)
 
 
 def bench_pooling(args: argparse.Namespace) -> None:
@@ -101,9 +104,8 @@ def bench_pooling(args: argparse.Namespace) -> None:
           f"ms, ratio {timings['naive loop'] / timings['vectorised']:.1f}x, equal: {same}")
 
 
-def bench_head(args: argparse.Namespace) -> None:
+def bench_head(args: argparse.Namespace, grid: int) -> None:
     device = torch.device(args.device if args.device != "auto" else "cpu")
-    grid = args.resolution // 8 if args.model == "TinyCLIP-ViT-8" else args.resolution // 16
     maps = torch.randn(args.batch * args.prompts, 1, grid, grid, device=device)
     timings, outs = {}, {}
     for layout in ("channels-last", "contiguous"):
@@ -147,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool-repeats", type=int, default=5)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    bench_steps(args)
+    grid = bench_steps(args)
     bench_pooling(args)
-    bench_head(args)
+    bench_head(args, grid)
 
 
 if __name__ == "__main__":

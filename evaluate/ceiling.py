@@ -11,7 +11,6 @@ patch) and near it (where the coarse feature grid blurs classes together).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from evaluate.inference import (
     whole_features,
 )
 from evaluate.metrics import confusion_matrix, summarize
+from pipeline.generators.sa1b import read_annotation
 from shards import rle
 from train.clip import load_clip
 
@@ -59,16 +59,13 @@ def agreement(pixel: np.ndarray, mask: np.ndarray, cls: int, margin: int) -> np.
     return np.array([[(pixel[sel] == cls).sum(), sel.sum()] for sel in (inner, mask & ~inner)])
 
 
-def region_masks(image_path: Path) -> np.ndarray:
-    """``(N, H, W)`` bool: the unlabeled region masks stored beside a synthetic image."""
+def region_masks(image_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """``(N, *shape)`` bool: the unlabeled region masks stored beside a synthetic image."""
     path = image_path.with_suffix(".json")
     try:
-        data = json.loads(path.read_text())
-        info = data["image"]
-        return rle.decode([a["segmentation"] for a in data["annotations"]], info["height"],
-                          info["width"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a readable SA-1B mask JSON ({exc})") from None
+        return rle.decode(read_annotation(path)[1], *shape)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 @torch.inference_mode()
@@ -100,7 +97,7 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
         region = pixel.copy()  # a pixel outside every mask keeps its own prediction
         margin = max(1, round(truth.shape[0] * patch / options.resolution / 2))
         # largest first, so that parts (a roof, a wheel) end up labelled on top of their whole
-        for mask in sorted(region_masks(pair.image), key=lambda m: -m.sum()):
+        for mask in sorted(region_masks(pair.image, truth.shape), key=lambda m: -m.sum()):
             pooled = F.normalize(feats[:, torch.from_numpy(mask).to(device)].mean(dim=1), dim=0)
             named = int((text @ pooled).argmax())
             region[mask] = named

@@ -19,15 +19,7 @@ class Sa1bIngest:
     def __call__(self, item: Item, image: LoadedImage) -> MaskSet:
         if item.annotation is None:
             raise BadInput("no SA-1B annotation JSON next to the image")
-        try:
-            data = json.loads(Path(item.annotation).read_text())
-            anns = data["annotations"]
-            rles = [{"size": list(a["segmentation"]["size"]), "counts": a["segmentation"]["counts"]}
-                    for a in anns]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInput(f"unreadable annotation JSON ({exc.__class__.__name__})") from None
-        except (KeyError, TypeError):
-            raise BadInput("annotation JSON is not in the SA-1B layout") from None
+        anns, rles = read_annotation(item.annotation)
         src_h, src_w = image.source_size
         try:
             masks = rle_codec.decode(rles, src_h, src_w) if rles else None
@@ -44,6 +36,19 @@ class Sa1bIngest:
             [float(anns[i].get("predicted_iou", 1.0)) for i in keep],
             [float(anns[i].get("stability_score", 1.0)) for i in keep],
         )
+
+
+def read_annotation(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """An SA-1B annotation JSON → its annotations and their RLEs (``size``, ``counts``)."""
+    try:
+        anns = json.loads(Path(path).read_text())["annotations"]
+        rles = [{"size": list(a["segmentation"]["size"]), "counts": a["segmentation"]["counts"]}
+                for a in anns]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"unreadable annotation JSON ({exc.__class__.__name__})") from None
+    except (KeyError, TypeError):
+        raise BadInput("annotation JSON is not in the SA-1B layout") from None
+    return anns, rles
 
 
 def _text(counts) -> str:
