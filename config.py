@@ -126,10 +126,11 @@ class TrainParams:
     out: str = "data/models/pixelclip"
     clip_model: str = "TinyCLIP-ViT-8"
     clip_pretrained: str = "data/models/tinyclip/final.pt"  # open_clip tag or local path
-    clip_resolution: int = 64
-    mask_resolution: int = 32  # = 4x the 8x8 feature grid: the head's output, no resize
+    # 1.5x the tiny CLIP's 64² pretraining size, as the paper runs 224² CLIP at 320²
+    clip_resolution: int = 96
+    mask_resolution: int = 32  # the head's 48² logits (4x the 12x12 grid) are resized to it
     max_masks: int = 512
-    num_prompts: int = 16  # k; ~6 masks/image x batch 32 gives ~12 masks per prompt
+    num_prompts: int = 16  # k; ~6 masks/image x batch 16 gives ~6 masks per prompt
     prompt_length: int = 4
     prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
     # words the prompts start from: a pretrain vocab.json (the tiny CLIP knows only the words of
@@ -150,7 +151,7 @@ class TrainParams:
     visual_delay_steps: int = 50  # image tower frozen this long: prompts settle on clusters first
     end_lr_factor: float = 0.0
     grad_clip: float = 0.01
-    batch_size: int = 32
+    batch_size: int = 16  # 96² steps cost 2x those at 64²: half the batch fits the budget
     grad_accum: int = 1
     steps: int = 300
     crop_scale: tuple[float, float] = (0.5, 1.0)
@@ -191,7 +192,7 @@ class EvaluateParams:
     checkpoint: str = "data/models/pixelclip/final.pt"  # "" = score the baseline alone
     baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag, path, "" = random
     clip_model: str = "TinyCLIP-ViT-8"
-    resolution: int = 64  # whole image squashed to resolution², or the sliding-window side
+    resolution: int = 96  # whole image squashed to resolution², or the sliding-window side
     feature_size: int = 64  # dense features upsampled to this grid before the text similarity
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
