@@ -18,6 +18,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +82,20 @@ def bench_steps(args: argparse.Namespace) -> int:
     return grid_size(run.core.visual, args.resolution)
 
 
+def timed(fn: Callable[[], torch.Tensor], repeats: int,
+          device: torch.device) -> tuple[float, torch.Tensor]:
+    """Seconds per call of ``fn`` over ``repeats`` calls after one warm-up, and its last output."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats, out
+
+
 def bench_pooling(args: argparse.Namespace) -> None:
     device = torch.device(args.device if args.device != "auto" else "cpu")
     mres = args.mask_resolution or args.resolution
@@ -88,17 +103,11 @@ def bench_pooling(args: argparse.Namespace) -> None:
     grid = max(1, args.resolution // 16)
     feats = torch.randn(args.batch, 128, grid, grid, generator=gen).to(device)
     masks = random_batch(args.batch, 8, mres, args.masks, gen)["masks"].to(device)
-    timings = {}
+    timings, outs = {}, {}
     for name, fn in (("vectorised", mask_pool), ("naive loop", mask_pool_naive)):
-        fn(feats, masks)
-        start = time.perf_counter()
-        for _ in range(args.pool_repeats):
-            out = fn(feats, masks)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings[name] = (time.perf_counter() - start) / args.pool_repeats
-        timings[name + " out"] = out
-    same = torch.allclose(timings["vectorised out"], timings["naive loop out"], atol=1e-4)
+        timings[name], outs[name] = timed(lambda fn=fn: fn(feats, masks), args.pool_repeats,
+                                          device)
+    same = torch.allclose(outs["vectorised"], outs["naive loop"], atol=1e-4)
     print(f"mask pooling ({args.batch} images x {args.masks} masks @ {mres}px): vectorised "
           f"{1e3 * timings['vectorised']:.2f} ms, naive loop {1e3 * timings['naive loop']:.2f} "
           f"ms, ratio {timings['naive loop'] / timings['vectorised']:.1f}x, equal: {same}")
@@ -119,13 +128,7 @@ def bench_head(args: argparse.Namespace, grid: int) -> None:
             out.float().square().mean().backward()
             return out
 
-        step()
-        start = time.perf_counter()
-        for _ in range(args.pool_repeats):
-            outs[layout] = step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings[layout] = (time.perf_counter() - start) / args.pool_repeats
+        timings[layout], outs[layout] = timed(step, args.pool_repeats, device)
     same = torch.allclose(outs["channels-last"], outs["contiguous"], atol=1e-5)
     print(f"head ({args.batch}x{args.prompts} maps @ {grid}², widths {args.head_widths}) "
           f"forward + backward: channels-last {1e3 * timings['channels-last']:.0f} ms, "
