@@ -96,11 +96,10 @@ def timed(fn: Callable[[], torch.Tensor], repeats: int,
     return (time.perf_counter() - start) / repeats, out
 
 
-def bench_pooling(args: argparse.Namespace) -> None:
+def bench_pooling(args: argparse.Namespace, grid: int) -> None:
     device = torch.device(args.device if args.device != "auto" else "cpu")
     mres = args.mask_resolution or args.resolution
     gen = torch.Generator().manual_seed(1)
-    grid = max(1, args.resolution // 16)
     feats = torch.randn(args.batch, 128, grid, grid, generator=gen).to(device)
     masks = random_batch(args.batch, 8, mres, args.masks, gen)["masks"].to(device)
     timings, outs = {}, {}
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     grid = bench_steps(args)
-    bench_pooling(args)
+    bench_pooling(args, grid)
     bench_head(args, grid)
 
 
