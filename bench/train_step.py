@@ -53,8 +53,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_steps(args: argparse.Namespace) -> tuple[int, int]:
-    """Time training steps; → the side of the student's feature grid and its feature width."""
+def bench_steps(args: argparse.Namespace) -> tuple[int, int, torch.device]:
+    """Time training steps; → the student's feature grid side, feature width and device."""
     mres = args.mask_resolution or args.resolution
     cfg = TrainParams(clip_model=args.model, clip_pretrained=args.pretrained,
                       clip_resolution=args.resolution, mask_resolution=mres,
@@ -79,7 +79,7 @@ def bench_steps(args: argparse.Namespace) -> tuple[int, int]:
           f"{args.batch}, k {args.prompts}, {args.precision} on {run.device}: "
           f"{per_step:.3f} s/step, {args.batch / per_step:.1f} images/s, peak memory "
           f"{peak_memory_mb(run.device):.0f} MiB, loss {metrics['loss']:.4f}")
-    return grid_size(run.core.visual, args.resolution), run.core.visual.output_dim
+    return grid_size(run.core.visual, args.resolution), run.core.visual.output_dim, run.device
 
 
 def timed(fn: Callable[[], torch.Tensor], repeats: int,
@@ -96,8 +96,8 @@ def timed(fn: Callable[[], torch.Tensor], repeats: int,
     return (time.perf_counter() - start) / repeats, out
 
 
-def bench_pooling(args: argparse.Namespace, grid: int, dim: int) -> None:
-    device = torch.device(args.device if args.device != "auto" else "cpu")
+def bench_pooling(args: argparse.Namespace, grid: int, dim: int,
+                  device: torch.device) -> None:
     mres = args.mask_resolution or args.resolution
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(args.batch, dim, grid, grid, generator=gen).to(device)
@@ -112,8 +112,7 @@ def bench_pooling(args: argparse.Namespace, grid: int, dim: int) -> None:
           f"ms, ratio {timings['naive loop'] / timings['vectorised']:.1f}x, equal: {same}")
 
 
-def bench_head(args: argparse.Namespace, grid: int) -> None:
-    device = torch.device(args.device if args.device != "auto" else "cpu")
+def bench_head(args: argparse.Namespace, grid: int, device: torch.device) -> None:
     maps = torch.randn(args.batch * args.prompts, 1, grid, grid, device=device)
     timings, outs = {}, {}
     for layout in ("channels-last", "contiguous"):
@@ -151,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool-repeats", type=int, default=5)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    grid, dim = bench_steps(args)
-    bench_pooling(args, grid, dim)
-    bench_head(args, grid)
+    grid, dim, device = bench_steps(args)
+    bench_pooling(args, grid, dim, device)
+    bench_head(args, grid, device)
 
 
 if __name__ == "__main__":
