@@ -3,7 +3,9 @@ of the method): its pixel mIoU against the mIoU reached when every ground-truth 
 labelled by its own pooled feature, and how often a region is named right.
 
 PixelCLIP makes dense features agree inside masks, so its gain is bounded by the second number
-(for masks it groups right); RESULTS.md uses this to check the stand-in CLIP before tuning.
+(for masks it groups right), and more tightly by the same map limited to the model's feature
+grid (each patch takes the name of the region covering most of it: what a perfectly consistent
+model with this naming could paint); RESULTS.md uses these to check the stand-in CLIP.
 The in-region agreement says how much room there is: inside regions named right, the share of
 pixels whose own prediction already agrees, away from the region's edge (farther than half a
 patch) and near it (where the coarse feature grid blurs classes together).
@@ -39,6 +41,7 @@ from train.clip import load_clip
 class Ceiling:
     pixel_miou: float  # as the evaluate stage scores it
     region_miou: float  # each ground-truth region labelled by its mean feature
+    grid_region_miou: float  # the same map as the feature grid can paint it
     mask_accuracy: float  # % of regions whose mean feature names their class
     per_class_accuracy: dict[str, float]  # same, per class present
     interior_agreement: float  # % of pixels agreeing with their region's (right) name, inside
@@ -47,6 +50,7 @@ class Ceiling:
 
     def line(self) -> str:
         return (f"pixel mIoU {self.pixel_miou:.1f} | region-labelled mIoU {self.region_miou:.1f}"
+                f" (on the feature grid {self.grid_region_miou:.1f})"
                 f" | regions named right {self.mask_accuracy:.1f} % | pixels agreeing with their"
                 f" region: interior {self.interior_agreement:.1f} %, edge"
                 f" {self.edge_agreement:.1f} % ({self.images} images)")
@@ -57,6 +61,18 @@ def agreement(pixel: np.ndarray, mask: np.ndarray, cls: int, margin: int) -> np.
     ``mask`` predicted ``cls``, split at ``margin`` pixels from the mask's border."""
     inner = ndimage.binary_erosion(mask, iterations=margin)
     return np.array([[(pixel[sel] == cls).sum(), sel.sum()] for sel in (inner, mask & ~inner)])
+
+
+def grid_limited(labels: np.ndarray, n: int, grid: tuple[int, int],
+                 feature_size: tuple[int, int]) -> np.ndarray:
+    """``labels`` as a model with an ``h×w`` feature ``grid`` could paint them at best: each cell
+    takes the class covering most of it, then cells are upsampled as inference upsamples
+    logits (to ``feature_size``, then to the label size)."""
+    onehot = F.one_hot(torch.from_numpy(labels.astype(np.int64)), n).permute(2, 0, 1)
+    cells = F.adaptive_avg_pool2d(onehot[None].float(), grid).argmax(dim=1)
+    logits = F.one_hot(cells, n).permute(0, 3, 1, 2).float()
+    logits = F.interpolate(logits, size=feature_size, mode="bilinear", align_corners=False)
+    return label_map(logits[0], labels.shape)
 
 
 def region_masks(image_path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -81,7 +97,7 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     bundle = load_clip(cfg.clip_model, checkpoint, device, key="evaluate.checkpoint")
     text = text_classifier(bundle, bench.classes).to(device)
     n = len(bench.classes)
-    pixel_cm, region_cm = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
+    pixel_cm, region_cm, grid_cm = (np.zeros((n, n), np.int64) for _ in range(3))
     hits: dict[int, list[bool]] = {}
     agree = np.zeros((2, 2), np.int64)
     side = (options.resolution, options.resolution)
@@ -89,7 +105,8 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
         feats = whole_features(bundle, to_input(image, side, bundle, device)[None])
-        logits = features_to_logits(feats, text, (options.feature_size, options.feature_size))
+        grid, fsize = tuple(feats.shape[-2:]), (options.feature_size, options.feature_size)
+        logits = features_to_logits(feats, text, fsize)
         pixel = label_map(logits[0], truth.shape)
         pixel_cm += confusion_matrix(pixel, truth, n)
         feats = F.interpolate(feats.float(), size=truth.shape, mode="bilinear",
@@ -107,10 +124,12 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
                 if named == cls:
                     agree += agreement(pixel, mask, cls, margin)
         region_cm += confusion_matrix(region, truth, n)
+        grid_cm += confusion_matrix(grid_limited(region, n, grid, fsize), truth, n)
     everything = [h for v in hits.values() for h in v]
     return Ceiling(
         pixel_miou=summarize(pixel_cm, bench.classes)["miou"],
         region_miou=summarize(region_cm, bench.classes)["miou"],
+        grid_region_miou=summarize(grid_cm, bench.classes)["miou"],
         mask_accuracy=100 * float(np.mean(everything)) if everything else 0.0,
         per_class_accuracy={bench.classes[c]: 100 * float(np.mean(v))
                             for c, v in sorted(hits.items())},

@@ -161,6 +161,7 @@ def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_pa
     result = region_ceiling(cfg, str(checkpoint))
     assert result.pixel_miou == pytest.approx(expected) and result.images == 4
     assert 0 <= result.region_miou <= 100 and 0 <= result.mask_accuracy <= 100
+    assert 0 <= result.grid_region_miou <= 100
     names = (synth_root / "classes.txt").read_text().split("\n")
     assert result.per_class_accuracy and set(result.per_class_accuracy) <= set(names)
 
@@ -184,3 +185,15 @@ def test_agreement_splits_a_region_at_its_edge():
     pixel[4, 4] = 0  # one interior pixel disagrees
     pixel[2, 2:4] = 1  # two edge pixels disagree
     assert agreement(pixel, mask, 3, margin=1).tolist() == [[15, 16], [18, 20]]
+
+
+def test_grid_limited_keeps_cell_aligned_regions_and_loses_thin_ones():
+    from evaluate.ceiling import grid_limited
+
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, 8:] = 1  # boundary on a cell edge of a 4x4 grid: painted exactly
+    assert (grid_limited(labels, 3, (4, 4), (8, 8)) == labels).all()
+    labels[6:7, :] = 2  # a one-pixel stripe, a quarter of a cell: no cell is mostly stripe
+    painted = grid_limited(labels, 3, (4, 4), (8, 8))
+    assert not (painted == 2).any()
+    assert (painted[:, :8] == 0).all() and (painted[:, 8:] == 1).all()
