@@ -4,8 +4,8 @@ labelled by its own pooled feature, and how often a region is named right.
 
 PixelCLIP makes dense features agree inside masks, so its gain is bounded by the second number
 (for masks it groups right), and more tightly by the same map limited to the model's feature
-grid (each patch takes the name of the region covering most of it: what a perfectly consistent
-model with this naming could paint); RESULTS.md uses these to check the stand-in CLIP.
+grid (each patch names the region covering most of it: what a perfectly consistent model with
+this naming paints, one class per patch); RESULTS.md uses these to check the stand-in CLIP.
 The in-region agreement says how much room there is: inside regions named right, the share of
 pixels whose own prediction already agrees, away from the region's edge (farther than half a
 patch) and near it (where the coarse feature grid blurs classes together).
@@ -65,9 +65,9 @@ def agreement(pixel: np.ndarray, mask: np.ndarray, cls: int, margin: int) -> np.
 
 def grid_limited(labels: np.ndarray, n: int, grid: tuple[int, int],
                  feature_size: tuple[int, int]) -> np.ndarray:
-    """``labels`` as a model with an ``h×w`` feature ``grid`` could paint them at best: each cell
-    takes the class covering most of it, then cells are upsampled as inference upsamples
-    logits (to ``feature_size``, then to the label size)."""
+    """``labels`` as a model with an ``h×w`` feature ``grid`` paints them when each cell names
+    the class covering most of it, upsampled as inference upsamples logits (to
+    ``feature_size``, then to the label size)."""
     onehot = F.one_hot(torch.from_numpy(labels.astype(np.int64)), n).permute(2, 0, 1)
     cells = F.adaptive_avg_pool2d(onehot[None].float(), grid).argmax(dim=1)
     logits = F.one_hot(cells, n).permute(0, 3, 1, 2).float()
