@@ -130,7 +130,7 @@ class TrainParams:
     clip_resolution: int = 96
     mask_resolution: int = 32  # the head's 48² logits (4x the 12x12 grid) are resized to it
     max_masks: int = 512
-    num_prompts: int = 16  # k; ~6 masks/image x batch 16 gives ~6 masks per prompt
+    num_prompts: int = 20  # k; ~6 masks/image x batch 16 gives ~5 masks per prompt
     prompt_length: int = 4
     prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
     # words the prompts start from: a pretrain vocab.json (the tiny CLIP knows only the words of

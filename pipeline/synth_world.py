@@ -124,25 +124,30 @@ class ClassStyle:
     paint: Painter
 
 
+# Colours are spread so that no two classes share a hue family (each class is still a
+# distribution: jitter, texture, look-alike patches). Classes that overlapped in colour (box,
+# sand and wooden floor; car and water; rock and road) made the online clustering group masks
+# by colour family, the same way in every batch, and those systematic errors cap what
+# PixelCLIP can learn (RESULTS.md, diagnosis section 6).
 CLASSES: tuple[ClassStyle, ...] = (
     ClassStyle("sky", "stuff", (110, 165, 230), 20, sky),
     ClassStyle("grass", "stuff", (70, 150, 50), 20, grass),
-    ClassStyle("water", "stuff", (40, 110, 170), 20, water),
-    ClassStyle("sand", "stuff", (215, 190, 135), 15, sand),
+    ClassStyle("water", "stuff", (20, 120, 150), 12, water),
+    ClassStyle("sand", "stuff", (225, 205, 140), 10, sand),
     ClassStyle("brick wall", "stuff", (160, 70, 50), 20, brick),
     ClassStyle("snow", "stuff", (235, 240, 245), 8, snow),
     ClassStyle("road", "stuff", (85, 85, 90), 15, road),
-    ClassStyle("wooden floor", "stuff", (150, 100, 55), 20, wood),
-    ClassStyle("ball", "thing", (220, 40, 40), 30, spotted),
-    ClassStyle("box", "thing", (185, 140, 85), 20, plain(1, 8)),
-    ClassStyle("tree", "thing", (35, 100, 35), 15, plain(2, 18)),
-    ClassStyle("house", "thing", (230, 220, 170), 25, plain(3, 5)),
-    ClassStyle("car", "thing", (40, 60, 200), 40, plain(6, 4)),
+    ClassStyle("wooden floor", "stuff", (130, 80, 30), 12, wood),
+    ClassStyle("ball", "thing", (230, 30, 30), 12, spotted),
+    ClassStyle("box", "thing", (40, 200, 190), 12, plain(1, 8)),
+    ClassStyle("tree", "thing", (10, 70, 60), 10, plain(2, 18)),
+    ClassStyle("house", "thing", (250, 160, 160), 12, plain(3, 5)),
+    ClassStyle("car", "thing", (30, 30, 120), 12, plain(6, 4)),
     ClassStyle("sun", "thing", (255, 215, 40), 10, plain(4, 4)),
-    ClassStyle("flower", "thing", (220, 90, 200), 35, plain(1, 6)),
+    ClassStyle("flower", "thing", (240, 120, 240), 12, plain(1, 6)),
     ClassStyle("fish", "thing", (245, 140, 30), 20, striped),
-    ClassStyle("kite", "thing", (150, 50, 190), 40, striped),
-    ClassStyle("rock", "thing", (120, 115, 110), 15, plain(1, 16)),
+    ClassStyle("kite", "thing", (150, 40, 120), 12, striped),
+    ClassStyle("rock", "thing", (160, 140, 210), 10, plain(1, 16)),
 )
 NAMES = tuple(c.name for c in CLASSES)
 IDS = {c.name: i for i, c in enumerate(CLASSES)}
