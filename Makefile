@@ -17,9 +17,9 @@ repro: .venv/ready
 # RESULTS.md's ablation table: each row is one `dvc exp run` against the committed default, run
 # in a temporary copy (the workspace keeps the default); `dvc exp show` lists them afterwards.
 ABLATIONS := seed1:train.seed=1 seed2:train.seed=2 no-clustering:train.use_clustering=false \
-	no-momentum:train.use_momentum=false k8:train.num_prompts=8 k16:train.num_prompts=16 k32:train.num_prompts=32 \
-	superpixel-masks:masks.generator=superpixel strong-aug:train.strong_aug=true \
-	k64:train.num_prompts=64
+	no-momentum:train.use_momentum=false k8:train.num_prompts=8 k16:train.num_prompts=16 \
+	k32:train.num_prompts=32 superpixel-masks:masks.generator=superpixel \
+	strong-aug:train.strong_aug=true k64:train.num_prompts=64
 
 ablations: .venv/ready
 	for row in $(ABLATIONS); do \
