@@ -101,11 +101,12 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     hits: dict[int, list[bool]] = {}
     agree = np.zeros((2, 2), np.int64)
     side = (options.resolution, options.resolution)
+    fsize = (options.feature_size, options.feature_size)
     patch = bundle.model.visual.patch_size[0]
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
         feats = whole_features(bundle, to_input(image, side, bundle, device)[None])
-        grid, fsize = tuple(feats.shape[-2:]), (options.feature_size, options.feature_size)
+        grid = tuple(feats.shape[-2:])
         logits = features_to_logits(feats, text, fsize)
         pixel = label_map(logits[0], truth.shape)
         pixel_cm += confusion_matrix(pixel, truth, n)
