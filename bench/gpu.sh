@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU checks behind bench/RESULTS.md, in one run on a CUDA machine:
+#   1. tests/test_cuda.py (GPU paths against CPU / stock ones),
+#   2. each bench at the real setup's sizes (ViT-B/16 at 320, SAM ViT-H at 1024, random weights),
+#   3. the embedded default's masks → train → evaluate on the GPU, from the tiny CLIP in
+#      data/models/tinyclip (pretrain's output), in a temporary folder (the repo's data/ is
+#      not touched); eval.json and the run's summary and log land in OUT_DIR.
+# Usage: bench/gpu.sh OUT_DIR [extra --set KEY=VALUE for step 3]; a log per step in OUT_DIR.
+# STEPS="tests default" bench/gpu.sh OUT_DIR runs only the steps named (tests, train_step,
+# masks, evaluate, default).
+set -uo pipefail
+out=${1:?usage: bench/gpu.sh OUT_DIR [--set KEY=VALUE ...]}
+shift
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+steps=" ${STEPS:-tests train_step masks evaluate default} "
+
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT_DIR/NAME.log
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  [[ $steps == *" $name "* ]] || return 0
+  echo "== $name"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  echo "== $name: rc ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$out/$name.log"
+}
+
+default_on_gpu() {  # the embedded default's last three stages, on the GPU
+  local work
+  work=$(mktemp -d)
+  local sets=(--set "synth.out=$work/synthetic" --set "masks.input=$work/synthetic/train/images"
+    --set "masks.out=$work/shards" --set "train.shards=$work/shards"
+    --set "train.out=$work/pixelclip" --set "evaluate.checkpoint=$work/pixelclip/final.pt"
+    --set "evaluate.synthetic=$work/synthetic" --set "evaluate.metrics=$out/eval.json"
+    --set "evaluate.per_class=$work/per_class.json" --set "evaluate.plots=$work/plots"
+    --set train.device=cuda --set evaluate.device=cuda "$@")
+  local stage start
+  for stage in synth masks train evaluate; do
+    start=$SECONDS
+    if [ "$stage" = synth ]; then
+      "$py" cli.py synth "${sets[@]}" --web 0 || return
+    else
+      "$py" cli.py "$stage" "${sets[@]}" || return
+    fi
+    echo "-- $stage: $((SECONDS - start)) s"
+  done
+  cp "$work/pixelclip/summary.json" "$out/train_summary.json"
+  cp "$work/pixelclip/log.jsonl" "$out/train_log.jsonl"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.log"
+"$py" -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip',
+open_clip.__version__)" | tee -a "$out/gpu.log"
+step tests 180 "$py" -m pytest -q tests/test_cuda.py
+step train_step 180 "$py" bench/train_step.py --model ViT-B-16 --resolution 320 \
+  --mask-resolution 256 --batch 48 --prompts 64 --masks 100 --head-widths 64 64 32 \
+  --precision bf16 --device cuda --steps 10 --pool-repeats 3
+step masks 240 "$py" bench/masks.py --device cuda --sam-model vit_h --points-per-side 32 \
+  --dino-model vit_base_patch8_224.dino --size 1024 --images 3
+step evaluate 120 "$py" bench/evaluate.py --model ViT-B-16 --resolution 320 --device cuda \
+  --image-size 512 --images 256 --batch-size 16
+export -f default_on_gpu
+export out py
+step default 300 bash -c 'default_on_gpu "$@"' _ "$@"
