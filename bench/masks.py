@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +36,14 @@ from pycocotools import mask as mask_utils
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import DinoParams, SamParams, SuperpixelParams  # noqa: E402
+from pipeline.generators import Item  # noqa: E402
 from pipeline.generators.dino import DinoGenerator  # noqa: E402
+from pipeline.generators.sa1b import Sa1bIngest  # noqa: E402
 from pipeline.generators.sam import FastAmg, build_random_sam, load_sam  # noqa: E402
 from pipeline.generators.superpixel import superpixel_masks  # noqa: E402
+from pipeline.images import load_image  # noqa: E402
 from pipeline.synth_world import render_scene  # noqa: E402
+from shards import rle as rle_codec  # noqa: E402
 
 AMG_KNOBS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
              "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
@@ -47,7 +53,7 @@ AMG_KNOBS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stabilit
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
-    parser.add_argument("--generators", default="superpixel,dino,sam")
+    parser.add_argument("--generators", default="sa1b,superpixel,dino,sam")
     parser.add_argument("--images", type=int, default=3, help="timed images per generator")
     parser.add_argument("--size", type=int, default=256, help="long side of the test images")
     parser.add_argument("--sam-model", default="tiny", help="tiny | vit_b | vit_l | vit_h")
@@ -59,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-frac", type=float, default=0.25)
     parser.add_argument("--dino-model", default="vit_small_patch8_224.dino")
     parser.add_argument("--dino-size", type=int, default=224)
+    parser.add_argument("--sa1b-masks", type=int, default=100, help="masks per SA-1B sample")
+    parser.add_argument("--max-side", type=int, default=1024, help="sa1b: stored long side")
     return parser.parse_args(argv)
 
 
@@ -94,6 +102,50 @@ def bench_dino(images: list[np.ndarray], args: argparse.Namespace) -> None:
     rate, outs = images_per_second(generator.masks, images, args.device)
     print(f"dino        {rate:8.2f} images/s  ({args.dino_model} at {args.dino_size}, "
           f"{np.mean([len(o.rles) for o in outs]):.0f} masks)")
+
+
+def bench_sa1b(images: list[np.ndarray], args: argparse.Namespace) -> None:
+    """Ingest of SA-1B-style samples: a 2250x1500 JPEG and its JSON of full-size RLE masks
+    (random ellipses), read, resized to ``--max-side`` and re-encoded, as the stage does; then
+    the mask resize alone, ``rle.resize`` against decoding the whole stack first."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        items, all_rles = [], []
+        for i, small in enumerate(images):
+            rgb = cv2.resize(small, (2250, 1500), interpolation=cv2.INTER_CUBIC)
+            path = Path(tmp) / f"sa_{i}.jpg"
+            cv2.imwrite(str(path), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+            stack = np.zeros((args.sa1b_masks, 1500, 2250), np.uint8)
+            for mask in stack:
+                centre = (int(rng.integers(0, 2250)), int(rng.integers(0, 1500)))
+                axes = (int(rng.integers(20, 600)), int(rng.integers(20, 400)))
+                cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            all_rles.append(rle_codec.encode(stack.astype(bool)))
+            anns = [{"segmentation": r} for r in all_rles[-1]]
+            path.with_suffix(".json").write_text(json.dumps({"annotations": anns}))
+            items.append(Item(path.stem, str(path), path.name, str(path.with_suffix(".json"))))
+        ingest = Sa1bIngest()
+        by_path = {item.image: item for item in items}
+
+        def run(image_path: str):
+            return ingest(by_path[image_path], load_image(image_path, args.max_side))
+
+        rate, outs = images_per_second(run, [item.image for item in items], "cpu")
+    print(f"sa1b        {rate:8.2f} images/s  (2250x1500 JPEG + {args.sa1b_masks} RLE masks → "
+          f"long side {args.max_side}, {np.mean([len(o.rles) for o in outs]):.0f} masks)")
+    size = outs[0].rles[0]["size"]
+
+    def stack_resize(rles: list[dict]) -> list[dict]:  # the baseline: the whole stack at once
+        full = rle_codec.decode(rles, 1500, 2250)
+        return rle_codec.encode(np.stack([cv2.resize(m.view(np.uint8), size[::-1],
+                                                     interpolation=cv2.INTER_NEAREST) > 0
+                                          for m in full]))
+
+    ours, ours_out = images_per_second(lambda r: rle_codec.resize(r, (1500, 2250), size),
+                                       all_rles, "cpu")
+    base, base_out = images_per_second(stack_resize, all_rles, "cpu")
+    print(f"sa1b masks  rle.resize {1e3 / ours:.0f} ms/image, decode-stack-resize-encode "
+          f"{1e3 / base:.0f} ms/image, ratio {ours / base:.2f}x, equal: {ours_out == base_out}")
 
 
 def bench_sam(images: list[np.ndarray], args: argparse.Namespace) -> None:
@@ -154,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     cuda = args.device.startswith("cuda")
     name = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads"
     print(f"device {name}; {args.images} images of {images[0].shape[1]}x{images[0].shape[0]}")
-    benches = {"superpixel": bench_superpixel, "dino": bench_dino, "sam": bench_sam}
+    benches = {"sa1b": bench_sa1b, "superpixel": bench_superpixel, "dino": bench_dino,
+               "sam": bench_sam}
     for generator in args.generators.split(","):
         benches[generator](images, args)
 

@@ -157,13 +157,3 @@ def _hidden(path: Path, root: Path) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of boolean masks ``(N, h, w)`` to ``(N, height, width)``."""
-    if masks.shape[1:] == (height, width):
-        return masks
-    out = np.empty((len(masks), height, width), dtype=bool)
-    for i, m in enumerate(masks):
-        out[i] = cv2.resize(m.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -12,22 +13,41 @@ def encode(masks: np.ndarray) -> list[dict]:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
     if len(masks) == 0:
         return []
-    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
-    rles = mask_utils.encode(fortran)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    return _encode_fortran(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
 
 
 def decode(rles: list[dict], height: int, width: int) -> np.ndarray:
     """Decode COCO RLEs to a boolean array ``(N, H, W)``; checks every RLE's size."""
-    for i, rle in enumerate(rles):
-        if list(rle["size"]) != [height, width]:
-            raise ValueError(f"RLE {i} has size {rle['size']}, expected {[height, width]}")
+    _check_size(rles, height, width)
     if not rles:
         return np.zeros((0, height, width), dtype=bool)
     decoded = mask_utils.decode([_as_bytes(r) for r in rles])
     return decoded.transpose(2, 0, 1).astype(bool)
+
+
+def resize(rles: list[dict], src_size: tuple[int, int], size: tuple[int, int]) -> list[dict]:
+    """Nearest-neighbour resize of COCO RLEs from ``src_size`` to ``size`` (both ``(H, W)``).
+
+    Equals ``encode(resize_masks(decode(...)))`` but holds one full-size mask at a time, not
+    the whole ``(N, H, W)`` stack (SA-1B: ~100 masks of 3.4 Mpx), and copies no array between
+    layouts: 3.6x faster (bench/masks.py, ``sa1b``).
+    """
+    _check_size(rles, *src_size)
+    height, width = size
+    out = np.empty((height, width, len(rles)), np.uint8, order="F")  # what encode() takes
+    for i, rle in enumerate(rles):
+        full = mask_utils.decode(_as_bytes(rle))  # (H, W), Fortran order
+        # the transpose is C-ordered, as cv2 wants; nearest sampling commutes with it
+        out[:, :, i] = cv2.resize(full.T, (height, width), interpolation=cv2.INTER_NEAREST).T
+    return _encode_fortran(out) if rles else []
+
+
+def _encode_fortran(masks: np.ndarray) -> list[dict]:
+    """Encode a Fortran-ordered ``uint8`` array ``(H, W, N)`` to JSON-ready COCO RLEs."""
+    rles = mask_utils.encode(masks)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
 
 
 def area(rles: list[dict]) -> list[int]:
@@ -39,6 +59,12 @@ def bbox(rles: list[dict]) -> list[list[float]]:
     if not rles:
         return []
     return [[float(v) for v in box] for box in mask_utils.toBbox([_as_bytes(r) for r in rles])]
+
+
+def _check_size(rles: list[dict], height: int, width: int) -> None:
+    for i, rle in enumerate(rles):
+        if list(rle["size"]) != [height, width]:
+            raise ValueError(f"RLE {i} has size {rle['size']}, expected {[height, width]}")
 
 
 def _as_bytes(rle: dict) -> dict:

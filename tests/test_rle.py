@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
@@ -40,3 +41,20 @@ def test_no_masks_and_wrong_size():
     encoded = rle.encode(np.ones((1, 4, 4), bool))
     with pytest.raises(ValueError, match="size"):
         rle.decode(encoded, 4, 5)
+
+
+@pytest.mark.parametrize(("src", "dst"), [((150, 225), (68, 102)), ((31, 90), (31, 45)),
+                                          ((20, 10), (45, 23))])
+def test_resize_equals_decode_resize_encode(src, dst):
+    rng = np.random.default_rng(src[0])
+    masks = rng.random((4, *src)) < rng.random((4, 1, 1))
+    masks[0] = False
+    encoded = rle.encode(masks)
+    expected = np.stack([cv2.resize(m.astype(np.uint8), dst[::-1],
+                                    interpolation=cv2.INTER_NEAREST) > 0 for m in masks])
+    resized = rle.resize(encoded, src, dst)
+    assert [r["size"] for r in resized] == [list(dst)] * 4
+    np.testing.assert_array_equal(rle.decode(resized, *dst), expected)
+    assert rle.resize([], src, dst) == []
+    with pytest.raises(ValueError, match="size"):
+        rle.resize(encoded, dst, src)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pipeline.generators import Item, MaskSet
-from pipeline.images import BadInput, LoadedImage, resize_masks
+from pipeline.images import BadInput, LoadedImage
 from shards import rle as rle_codec
 from shards.schema import Generator
 
@@ -20,16 +20,15 @@ class Sa1bIngest:
         if item.annotation is None:
             raise BadInput("no SA-1B annotation JSON next to the image")
         anns, rles = read_annotation(item.annotation)
-        src_h, src_w = image.source_size
+        size = image.rgb.shape[:2]
         try:
-            masks = rle_codec.decode(rles, src_h, src_w) if rles else None
+            if size != image.source_size:
+                rles = rle_codec.resize(rles, image.source_size, size)
+            else:  # keep the shipped counts (normalised to str) once they decode
+                rle_codec.decode(rles, *size)
+                rles = [{"size": r["size"], "counts": _text(r["counts"])} for r in rles]
         except (ValueError, TypeError) as exc:
             raise BadInput(f"annotation does not match the image: {exc}") from None
-        height, width = image.rgb.shape[:2]
-        if masks is not None and (height, width) != (src_h, src_w):
-            rles = rle_codec.encode(resize_masks(masks, height, width))
-        elif masks is not None:  # keep the shipped counts, normalised to str
-            rles = [{"size": r["size"], "counts": _text(r["counts"])} for r in rles]
         keep = [i for i, a in enumerate(rle_codec.area(rles)) if a > 0]
         return MaskSet(
             [rles[i] for i in keep],
