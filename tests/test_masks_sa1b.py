@@ -62,12 +62,22 @@ def test_bad_inputs_are_rejected_with_reasons(synth_root, tmp_path):
     (src / "sa_000001.json").unlink()
     (src / "sa_000002.json").write_text("{broken")
     (src / "sa_000003.png").write_bytes(b"not a png")
+    for key, counts, resized in (("sa_000004", "100000", 0), ("sa_000005", "5", 32)):
+        ann = json.loads((src / f"{key}.json").read_text())  # runs that cover too few pixels:
+        ann["annotations"][0]["segmentation"]["counts"] = counts  # pycocotools would overrun
+        (src / f"{key}.json").write_text(json.dumps(ann))
+        if resized:  # the same check on the path that resizes masks
+            summary = masks_stage.run(_cfg(src, tmp_path / "small", max_side=resized))
+            small = {r["key"]: r["reason"] for r in read_table(tmp_path / "small" / schema.REJECTS)}
+            assert "counts cover 5 pixels, expected 4096" in small[key]
     summary = masks_stage.run(_cfg(src, tmp_path / "out"))
-    assert (summary.written, summary.rejected) == (9, 3)
+    assert (summary.written, summary.rejected) == (7, 5)
     reasons = {r["key"]: r["reason"] for r in read_table(tmp_path / "out" / schema.REJECTS)}
     assert "no SA-1B annotation JSON" in reasons["sa_000001"]
     assert "unreadable annotation JSON" in reasons["sa_000002"]
     assert "not an image" in reasons["sa_000003"]
+    assert "annotation does not match the image: RLE 0: counts cover 1 pixels" in reasons[
+        "sa_000004"]
     assert verify_dir(tmp_path / "out") == []
 
 

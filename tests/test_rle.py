@@ -58,3 +58,25 @@ def test_resize_equals_decode_resize_encode(src, dst):
     assert rle.resize([], src, dst) == []
     with pytest.raises(ValueError, match="size"):
         rle.resize(encoded, dst, src)
+
+
+def test_run_lengths_match_the_decoded_masks():
+    rng = np.random.default_rng(1)
+    masks = rng.random((6, 37, 53)) < np.array([0, 1, 0.5, 0.02, 0.98, 0.3])[:, None, None]
+    for mask, encoded in zip(masks, rle.encode(masks), strict=True):
+        flat = mask.flatten(order="F").astype(np.int8)
+        edges = np.r_[0, np.flatnonzero(np.diff(flat)) + 1, flat.size]
+        expected = np.r_[[0] if flat[0] else [], np.diff(edges)]
+        np.testing.assert_array_equal(rle.run_lengths(encoded["counts"]), expected)
+
+
+@pytest.mark.parametrize(("counts", "message"), [("5", "cover 5 pixels, expected 16"),
+                                                 ("100000", "cover 1 pixels"),
+                                                 ("ro", "not a compressed COCO RLE"),
+                                                 ("0`", "not a compressed COCO RLE")])
+def test_corrupt_counts_are_refused_before_pycocotools_decodes_them(counts, message):
+    bad = [{"size": [4, 4], "counts": counts}]
+    with pytest.raises(ValueError, match=message):
+        rle.decode(bad, 4, 4)
+    with pytest.raises(ValueError, match=message):
+        rle.resize(bad, (4, 4), (2, 2))
