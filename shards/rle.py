@@ -18,7 +18,7 @@ def encode(masks: np.ndarray) -> list[dict]:
 
 def decode(rles: list[dict], height: int, width: int) -> np.ndarray:
     """Decode COCO RLEs to a boolean array ``(N, H, W)``; checks every RLE first."""
-    _check(rles, height, width)
+    check(rles, height, width)
     if not rles:
         return np.zeros((0, height, width), dtype=bool)
     decoded = mask_utils.decode([_as_bytes(r) for r in rles])
@@ -32,7 +32,7 @@ def resize(rles: list[dict], src_size: tuple[int, int], size: tuple[int, int]) -
     again, but holds one full-size mask at a time, not the whole ``(N, H, W)`` stack (SA-1B:
     ~100 masks of 3.4 Mpx), and copies no array between layouts: 4x faster (bench/masks.py).
     """
-    _check(rles, *src_size)
+    check(rles, *src_size)
     height, width = size
     out = np.empty((height, width, len(rles)), np.uint8, order="F")  # what encode() takes
     for i, rle in enumerate(rles):
@@ -61,9 +61,10 @@ def bbox(rles: list[dict]) -> list[list[float]]:
     return [[float(v) for v in box] for box in mask_utils.toBbox([_as_bytes(r) for r in rles])]
 
 
-def _check(rles: list[dict], height: int, width: int) -> None:
-    """Sizes and run lengths: pycocotools decodes inconsistent counts past the end of its
-    buffer (no bounds check), so a corrupt annotation must be refused before it gets there."""
+def check(rles: list[dict], height: int, width: int) -> None:
+    """Raise ``ValueError`` unless every RLE has this size and run lengths that cover it
+    exactly: pycocotools decodes inconsistent counts past the end of its buffer (no bounds
+    check), so a corrupt annotation must be refused before it gets there."""
     for i, rle in enumerate(rles):
         if list(rle["size"]) != [height, width]:
             raise ValueError(f"RLE {i} has size {rle['size']}, expected {[height, width]}")

@@ -24,8 +24,8 @@ class Sa1bIngest:
         try:
             if size != image.source_size:
                 rles = rle_codec.resize(rles, image.source_size, size)
-            else:  # keep the shipped counts (normalised to str) once they decode
-                rle_codec.decode(rles, *size)
+            else:  # keep the shipped counts (normalised to str) once they check out
+                rle_codec.check(rles, *size)
                 rles = [{"size": r["size"], "counts": _text(r["counts"])} for r in rles]
         except (ValueError, TypeError) as exc:
             raise BadInput(f"annotation does not match the image: {exc}") from None
