@@ -71,9 +71,9 @@ def check(rles: list[dict], height: int, width: int) -> None:
         runs = run_lengths(rle["counts"])
         if (runs < 0).any():
             raise ValueError(f"RLE {i}: counts hold a negative run")
-        if int(runs.sum()) != height * width:
-            raise ValueError(f"RLE {i}: counts cover {int(runs.sum())} pixels, "
-                             f"expected {height * width}")
+        covered = int(runs.sum())
+        if covered != height * width:
+            raise ValueError(f"RLE {i}: counts cover {covered} pixels, expected {height * width}")
 
 
 def run_lengths(counts: bytes | str) -> np.ndarray:
