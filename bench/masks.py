@@ -107,7 +107,8 @@ def bench_dino(images: list[np.ndarray], args: argparse.Namespace) -> None:
 def bench_sa1b(images: list[np.ndarray], args: argparse.Namespace) -> None:
     """Ingest of SA-1B-style samples: a 2250x1500 JPEG and its JSON of full-size RLE masks
     (random ellipses), read, resized to ``--max-side`` and re-encoded, as the stage does; then
-    the mask resize alone, ``rle.resize`` against decoding the whole stack first."""
+    the mask resize alone, ``rle.resize`` against decoding the whole stack first, and the RLE
+    check alone, all masks of an image in one pass against one RLE at a time."""
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         items, all_rles = [], []
@@ -146,6 +147,14 @@ def bench_sa1b(images: list[np.ndarray], args: argparse.Namespace) -> None:
     base, base_out = images_per_second(stack_resize, all_rles, "cpu")
     print(f"sa1b masks  rle.resize {1e3 / ours:.0f} ms/image, decode-stack-resize-encode "
           f"{1e3 / base:.0f} ms/image, ratio {ours / base:.2f}x, equal: {ours_out == base_out}")
+
+    def one_at_a_time(rles: list[dict]) -> list[int]:  # the baseline: parse each RLE alone
+        return [int(rle_codec.run_lengths(r["counts"]).sum()) for r in rles]
+
+    ours, _ = images_per_second(lambda r: rle_codec.check(r, 1500, 2250), all_rles, "cpu")
+    base, _ = images_per_second(one_at_a_time, all_rles, "cpu")
+    print(f"sa1b check  rle.check {1e3 / ours:.2f} ms/image, one RLE at a time "
+          f"{1e3 / base:.2f} ms/image, ratio {ours / base:.2f}x")
 
 
 def bench_sam(images: list[np.ndarray], args: argparse.Namespace) -> None:

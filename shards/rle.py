@@ -68,39 +68,61 @@ def check(rles: list[dict], height: int, width: int) -> None:
     for i, rle in enumerate(rles):
         if list(rle["size"]) != [height, width]:
             raise ValueError(f"RLE {i} has size {rle['size']}, expected {[height, width]}")
-        runs = run_lengths(rle["counts"])
-        if (runs < 0).any():
-            raise ValueError(f"RLE {i}: counts hold a negative run")
-        covered = int(runs.sum())
-        if covered != height * width:
-            raise ValueError(f"RLE {i}: counts cover {covered} pixels, expected {height * width}")
+    if not rles:
+        return
+    runs, owner = _parse([rle["counts"] for rle in rles])  # one numpy pass for all masks
+    if (runs < 0).any():
+        raise ValueError(f"RLE {owner[runs < 0][0]}: counts hold a negative run")
+    covered = np.zeros(len(rles), np.int64)
+    np.add.at(covered, owner, runs)
+    wrong = np.flatnonzero(covered != height * width)
+    if wrong.size:
+        i = wrong[0]
+        raise ValueError(f"RLE {i}: counts cover {covered[i]} pixels, expected {height * width}")
 
 
 def run_lengths(counts: bytes | str) -> np.ndarray:
-    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, in numpy):
-    each number is 5-bit groups, low first, in characters offset by 48, with 0x20 set on all
-    but its last group and 0x10 of the last the sign; from the fourth number on, each is stored
-    as its difference to the number two before."""
-    raw = counts.encode() if isinstance(counts, str) else counts
-    if not isinstance(raw, bytes):
-        raise TypeError(f"counts must be a compressed RLE string, got {type(counts).__name__}")
-    c = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    """The run lengths of one compressed COCO RLE string (pycocotools' ``rleFrString``)."""
+    return _parse([counts])[0]
+
+
+def _parse(counts: list[bytes | str]) -> tuple[np.ndarray, np.ndarray]:
+    """Run lengths of compressed COCO RLE strings, all in one pass, and the index of the string
+    each run belongs to. Each number is 5-bit groups, low first, in characters offset by 48,
+    with 0x20 set on all but its last group and 0x10 of the last the sign; from the fourth
+    number of a string on, each is stored as its difference to the number two before."""
+    raws = [c.encode() if isinstance(c, str) else c for c in counts]
+    for raw in raws:
+        if not isinstance(raw, bytes):
+            raise TypeError(f"counts must be a compressed RLE string, got {type(raw).__name__}")
+    string_end = np.cumsum([len(r) for r in raws])  # one past each string's last character
+    c = np.frombuffer(b"".join(raws), np.uint8).astype(np.int64) - 48
+    bad = (c < 0) | (c > 63)
+    last = string_end[string_end > np.r_[0, string_end[:-1]]] - 1
+    bad[last] |= (c[last] & 0x20) != 0  # a string must end on a number's last group
+    if bad.any():
+        which = np.searchsorted(string_end, np.flatnonzero(bad)[0], side="right")
+        raise ValueError(f"RLE {which}: counts is not a compressed COCO RLE string")
     if c.size == 0:
-        return np.zeros(0, np.int64)
-    if c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
-        raise ValueError("counts is not a compressed COCO RLE string")
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ends = np.flatnonzero((c & 0x20) == 0)
+    owner = np.searchsorted(string_end, ends, side="right")
     starts = np.r_[0, ends[:-1] + 1]
     groups = ends - starts + 1
     if groups.max() > 12:
-        raise ValueError("counts holds a run longer than 2^60")
+        raise ValueError(f"RLE {owner[groups > 12][0]}: counts hold a run longer than 2^60")
     shift = 5 * (np.arange(c.size) - np.repeat(starts, groups))
     x = np.add.reduceat((c & 0x1F) << shift, starts)
     negative = (c[ends] & 0x10) != 0
     x[negative] |= -(1 << (5 * groups[negative]))
-    x[1::2] = np.cumsum(x[1::2])
-    x[2::2] = np.cumsum(x[2::2])
-    return x
+    # undo the differences: a cumulative sum per (string, parity of index ≥ 1)
+    index = np.arange(x.size) - np.searchsorted(owner, owner)
+    key = 3 * owner + np.where(index == 0, 2, index & 1)
+    order = np.argsort(key, kind="stable")
+    total = np.cumsum(x[order])
+    first = np.r_[True, key[order][1:] != key[order][:-1]]
+    x[order] = total - (total - x[order])[first][np.cumsum(first) - 1]
+    return x, owner
 
 
 def _as_bytes(rle: dict) -> dict:

@@ -70,6 +70,18 @@ def test_run_lengths_match_the_decoded_masks():
         np.testing.assert_array_equal(rle.run_lengths(encoded["counts"]), expected)
 
 
+def test_check_reads_all_masks_at_once_and_names_the_bad_one():
+    rng = np.random.default_rng(2)
+    masks = rng.random((5, 19, 23)) < np.array([0.5, 0, 0.1, 1, 0.9])[:, None, None]
+    encoded = rle.encode(masks)
+    rle.check(encoded, 19, 23)  # valid: silent
+    for i, counts in [(0, "5"), (2, "0`"), (4, encoded[3]["counts"] + "1")]:
+        bad = [dict(r) for r in encoded]
+        bad[i]["counts"] = counts
+        with pytest.raises(ValueError, match=f"^RLE {i}: "):
+            rle.check(bad, 19, 23)
+
+
 @pytest.mark.parametrize(("counts", "message"), [("5", "cover 5 pixels, expected 16"),
                                                  ("100000", "cover 1 pixels"),
                                                  ("ro", "not a compressed COCO RLE"),
