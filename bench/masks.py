@@ -31,7 +31,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -203,8 +202,7 @@ def match_iou(stock: list[dict], ours: list[dict]) -> float:
         return 1.0
     if not stock or not ours:
         return 0.0
-    ious = np.asarray(mask_utils.iou([_b(r) for r in ours], [_b(r) for r in stock],
-                                     [0] * len(stock)))
+    ious = rle_codec.iou(ours, stock)
     return float(np.concatenate([ious.max(axis=0), ious.max(axis=1)]).mean())
 
 
@@ -219,11 +217,6 @@ def main(argv: list[str] | None = None) -> None:
                "sam": bench_sam}
     for generator in args.generators.split(","):
         benches[generator](images, args)
-
-
-def _b(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
 
 
 def _sync(device: str) -> None:

@@ -61,6 +61,14 @@ def bbox(rles: list[dict]) -> list[list[float]]:
     return [[float(v) for v in box] for box in mask_utils.toBbox([_as_bytes(r) for r in rles])]
 
 
+def iou(a: list[dict], b: list[dict]) -> np.ndarray:
+    """IoU of every RLE of ``a`` with every RLE of ``b``: ``(len(a), len(b))``."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    return np.asarray(mask_utils.iou([_as_bytes(r) for r in a], [_as_bytes(r) for r in b],
+                                     [0] * len(b)))
+
+
 def check(rles: list[dict], height: int, width: int) -> None:
     """Raise ``ValueError`` unless every RLE has this size and run lengths that cover it
     exactly: pycocotools decodes inconsistent counts past the end of its buffer (no bounds

@@ -60,6 +60,15 @@ def test_resize_equals_decode_resize_encode(src, dst):
         rle.resize(encoded, dst, src)
 
 
+def test_iou_matches_the_decoded_masks():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((3, 17, 29)) < 0.4, rng.random((4, 17, 29)) < 0.6
+    inter = (a[:, None] & b[None]).sum(axis=(2, 3))
+    union = (a[:, None] | b[None]).sum(axis=(2, 3))
+    np.testing.assert_allclose(rle.iou(rle.encode(a), rle.encode(b)), inter / union)
+    assert rle.iou([], rle.encode(b)).shape == (0, 4)
+
+
 def test_run_lengths_match_the_decoded_masks():
     rng = np.random.default_rng(1)
     masks = rng.random((6, 37, 53)) < np.array([0, 1, 0.5, 0.02, 0.98, 0.3])[:, None, None]
