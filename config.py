@@ -116,6 +116,9 @@ class PretrainParams:
     weight_decay: float = 0.1
     warmup_steps: int = 40
     seed: int = 0
+    # Share of the patch-token average in the image embedding; the rest is the class token's
+    # (1.0: average pooling alone). Needs a tower whose pooled output is its class token.
+    patch_weight: float = 0.75
 
 
 @dataclass(frozen=True)

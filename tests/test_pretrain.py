@@ -5,9 +5,11 @@ import json
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 
-from config import PretrainParams
-from train.pretrain import run
+from config import ConfigError, PretrainParams
+from train.clip import load_clip
+from train.pretrain import check_tower, image_embedding, run
 
 
 def test_pretrain_writes_a_plain_open_clip_checkpoint(synth_root, tmp_path):
@@ -39,3 +41,32 @@ def test_cli_pretrain(synth_root, tmp_path):
         "--set", "pretrain.batch_size=4"])
     assert result.exit_code == 0, result.output
     assert "pretrain: 2 steps" in result.output and (out / "final.pt").is_file()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.75, 1.0])
+def test_image_embedding_mixes_class_token_and_patch_average(weight):
+    torch.manual_seed(0)
+    visual = load_clip("TinyCLIP-ViT-8").model.visual
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        cls = F.normalize(visual(images), dim=-1)  # pool_type tok: the class token
+        visual.output_tokens = True
+        _, patches = visual(images)
+        visual.output_tokens = False
+        avg = F.normalize(patches.mean(dim=1) @ visual.proj, dim=-1)
+        got = image_embedding(visual, images, weight)
+    assert not torch.allclose(cls, avg, atol=1e-3)
+    expected = F.normalize(weight * avg + (1 - weight) * cls, dim=-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert visual.output_tokens is False
+
+
+def test_pretrain_rejects_a_bad_patch_weight_or_tower(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"pretrain.patch_weight: 1.5 is not in \[0, 1\]"):
+        run(PretrainParams(captions=str(synth_root / "web"), out=str(tmp_path / "a"), steps=1,
+                           patch_weight=1.5))
+    assert not (tmp_path / "a").exists()
+    visual = load_clip("TinyCLIP-ViT-8").model.visual
+    visual.pool_type = "avg"
+    with pytest.raises(ConfigError, match="pretrain.model: TinyCLIP-ViT-8 pools by 'avg'"):
+        check_tower(visual, PretrainParams())

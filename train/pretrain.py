@@ -2,11 +2,13 @@
 
 It stands in for OpenAI/LAION weights in the embedded default: like real CLIP it learns what
 is in an image from captions (image-level recognition) while its dense features are never
-trained. Two choices make it behave like real CLIP at region level (RESULTS.md, diagnosis):
-the captioned photos show scenes at every scale, close-ups included, as web photos do; and
-its tower pools patch tokens by averaging (open_clip ``pool_type: avg``), so with only 8×8
-tokens and 4 blocks every patch token carries what it shows, not just a class token. The
-result is a plain open_clip state dict (``final.pt``) that
+trained directly. Two choices make it behave like real CLIP at region level (RESULTS.md,
+diagnosis): the captioned photos show scenes at every scale, close-ups included, as web photos
+do; and its image embedding mixes the class token (how real CLIP pools) with the average of
+the patch tokens (``pretrain.patch_weight``). With only 8×8 tokens and 4 blocks, a class token
+alone leaves the patch tokens without meaning; the average alone trains them so directly that
+they already agree inside every region and the method has little to denoise. The result is a
+plain open_clip state dict (``final.pt``) that
 ``open_clip.create_model_and_transforms(name, pretrained=path)`` loads.
 """
 
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from config import PretrainParams, to_dict
+from config import ConfigError, PretrainParams, to_dict
 from train.clip import CLIPBundle, load_clip, normalise
 from train.optim import atomic_save, decay_groups, lr_factor, seed_everything, set_lr
 from train.prompts import vocab_record
@@ -66,10 +68,24 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def contrastive_loss(model: torch.nn.Module, images: torch.Tensor,
-                     tokens: torch.Tensor) -> torch.Tensor:
+def image_embedding(visual: torch.nn.Module, images: torch.Tensor,
+                    patch_weight: float) -> torch.Tensor:
+    """L2-normalised image embeddings: ``patch_weight`` of the patch-token average's
+    direction, the rest the class token's (open_clip tower with ``pool_type: tok``)."""
+    visual.output_tokens = True  # open_clip's switch for returning (pooled, patch tokens)
+    try:
+        cls, patches = visual(images)
+    finally:
+        visual.output_tokens = False
+    avg = patches.mean(dim=1) @ visual.proj
+    mix = patch_weight * F.normalize(avg, dim=-1) + (1 - patch_weight) * F.normalize(cls, dim=-1)
+    return F.normalize(mix, dim=-1)
+
+
+def contrastive_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+                     patch_weight: float) -> torch.Tensor:
     """Symmetric InfoNCE of CLIP over one batch."""
-    img = F.normalize(model.encode_image(images), dim=-1)
+    img = image_embedding(model.visual, images, patch_weight)
     txt = F.normalize(model.encode_text(tokens), dim=-1)
     logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
     target = torch.arange(len(images), device=images.device)
@@ -77,14 +93,25 @@ def contrastive_loss(model: torch.nn.Module, images: torch.Tensor,
 
 
 @torch.no_grad()
-def retrieval_top1(bundle: CLIPBundle, images: torch.Tensor, tokens: torch.Tensor) -> float:
+def retrieval_top1(bundle: CLIPBundle, images: torch.Tensor, tokens: torch.Tensor,
+                   patch_weight: float) -> float:
     """Image → caption top-1 accuracy, counting a hit when the caption text is identical."""
     model = bundle.model.eval()
-    img = F.normalize(model.encode_image(normalise(images, bundle.mean, bundle.std)), dim=-1)
+    img = image_embedding(model.visual, normalise(images, bundle.mean, bundle.std), patch_weight)
     txt = F.normalize(model.encode_text(tokens), dim=-1)
     best = (img @ txt.t()).argmax(dim=1)
     same = (tokens[best] == tokens).all(dim=1)
     return float(same.float().mean())
+
+
+def check_tower(visual: torch.nn.Module, cfg: PretrainParams) -> None:
+    """The tower must pool by its class token for ``image_embedding`` to mix it in."""
+    if not 0.0 <= cfg.patch_weight <= 1.0:
+        raise ConfigError(f"pretrain.patch_weight: {cfg.patch_weight} is not in [0, 1]")
+    pool = getattr(visual, "pool_type", None)
+    if pool != "tok" or getattr(visual, "attn_pool", None) is not None:
+        raise ConfigError(f"pretrain.model: {cfg.model} pools by '{pool}'; pretraining needs a "
+                          "ViT pooled by its class token ('pool_type': 'tok')")
 
 
 def run(cfg: PretrainParams) -> PretrainSummary:
@@ -92,6 +119,7 @@ def run(cfg: PretrainParams) -> PretrainSummary:
     start = time.time()
     seed_everything(cfg.seed)
     bundle = load_clip(cfg.model, "", key="pretrain.model")
+    check_tower(bundle.model.visual, cfg)
     model = bundle.model.train()
     images, captions = load_pairs(cfg.captions, cfg.image_size)
     tokens = bundle.tokenizer(captions)
@@ -106,14 +134,14 @@ def run(cfg: PretrainParams) -> PretrainSummary:
             set_lr(opt, lr_factor(step, cfg.steps, cfg.warmup_steps))
             idx = torch.randperm(len(images), generator=gen)[: cfg.batch_size]
             batch = normalise(augment(images[idx], gen), bundle.mean, bundle.std)
-            loss = contrastive_loss(model, batch, tokens[idx])
+            loss = contrastive_loss(model, batch, tokens[idx], cfg.patch_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if step % 50 == 0 or step == cfg.steps - 1:
                 logf.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
                 log.info("pretrain step %d loss %.4f", step, loss.item())
-    top1 = retrieval_top1(bundle, images[:256], tokens[:256])
+    top1 = retrieval_top1(bundle, images[:256], tokens[:256], cfg.patch_weight)
     atomic_save(model.state_dict(), out / "final.pt")
     (out / "vocab.json").write_text(json.dumps(vocab_record(tokens, bundle.tokenizer)))
     (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
