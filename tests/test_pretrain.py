@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from config import ConfigError, PretrainParams
 from train.clip import load_clip
-from train.pretrain import check_tower, image_embedding, run
+from train.optim import decay_groups
+from train.pretrain import check_tower, contrastive_loss, image_embedding, only_used_rows, run
 
 
 def test_pretrain_writes_a_plain_open_clip_checkpoint(synth_root, tmp_path):
@@ -67,3 +68,40 @@ def test_pretrain_rejects_a_bad_patch_weight_or_tower(synth_root, tmp_path):
     visual.pool_type = "avg"
     with pytest.raises(ConfigError, match="pretrain.model: TinyCLIP-ViT-8 pools by 'avg'"):
         check_tower(visual, PretrainParams())
+
+
+def _train(model, images, tokens, steps, used_rows):
+    def loop():
+        opt = torch.optim.AdamW(decay_groups(list(model.named_parameters()), 1e-2, 0.1))
+        for _ in range(steps):
+            loss = contrastive_loss(model, images, tokens, 0.75)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    if used_rows:
+        with only_used_rows(model, tokens):
+            loop()
+    else:
+        loop()
+    return model.state_dict()
+
+
+def test_training_only_the_used_token_rows_changes_no_bit():
+    torch.manual_seed(0)
+    bundle = load_clip("TinyCLIP-ViT-8")
+    start = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    tokens = bundle.tokenizer(["a photo of sky and grass.", "an image with a car.", "a kite."])
+    images = torch.randn(3, 3, 64, 64)
+    full = {k: v.clone() for k, v in _train(bundle.model, images, tokens, 4, False).items()}
+    bundle.model.load_state_dict(start)
+    rows = _train(bundle.model, images, tokens, 4, True)
+    assert isinstance(bundle.model.token_embedding, torch.nn.Embedding)  # restored
+    assert full.keys() == rows.keys()
+    assert all(torch.equal(full[k], rows[k]) for k in full)
+    used = torch.unique(tokens)
+    table = rows["token_embedding.weight"]
+    assert not torch.equal(table[used], start["token_embedding.weight"][used])
+    unused = torch.ones(len(table), dtype=torch.bool)
+    unused[used] = False
+    assert torch.equal(table[unused], start["token_embedding.weight"][unused])
