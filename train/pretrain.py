@@ -126,7 +126,7 @@ def only_used_rows(model: nn.Module, tokens: torch.Tensor) -> Iterator[None]:
     """Train only the token-embedding rows that ``tokens`` use, then write them back.
 
     The other rows get no gradient and, undecayed (``decay_groups``), AdamW leaves them exactly
-    as they are; the tiny CLIP's captions use 34 of 49,408 rows, so keeping the rest out of the
+    as they are; the tiny CLIP's captions use 37 of 49,408 rows, so keeping the rest out of the
     optimiser saves most of its time (bench/RESULTS.md) and changes no bit of the result.
     """
     table = model.token_embedding
