@@ -4,7 +4,7 @@
 Both variants take the same steps from the same weights, alternating in rounds so that a
 change of the machine's speed hits both; the script prints ms per step and the ratio.
 
-    python bench/pretrain_step.py            # default: batch 64 at 64², 34 caption words
+    python bench/pretrain_step.py            # the stage's step: batch 64 at 64²
 """
 
 from __future__ import annotations
