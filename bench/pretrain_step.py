@@ -20,10 +20,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    from config import PretrainParams
+
+    stage = PretrainParams()  # defaults: the stage's own model, batch and size
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="TinyCLIP-ViT-8")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--model", default=stage.model)
+    p.add_argument("--batch-size", type=int, default=stage.batch_size)
+    p.add_argument("--image-size", type=int, default=stage.image_size)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     return p.parse_args(argv)
@@ -33,11 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
+    from config import PretrainParams
     from pipeline.synth import caption
     from pipeline.synth_world import NAMES
     from train.clip import load_clip
-    from train.optim import decay_groups
-    from train.pretrain import contrastive_loss, only_used_rows
+    from train.pretrain import make_optimizer, only_used_rows, train_step
 
     args = parse(argv)
     torch.manual_seed(0)
@@ -48,17 +51,15 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.batch_size)]
     tokens = bundle.tokenizer(captions)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    cfg = PretrainParams()  # the stage's optimiser settings
 
     def timed(steps: int) -> float:
-        opt = torch.optim.AdamW(decay_groups(list(model.named_parameters()), 1e-4, 0.1))
+        opt = make_optimizer(model, cfg)
         start = 0.0
         for i in range(steps + 1):  # the first step (optimiser state allocation) is untimed
             if i == 1:
                 start = time.perf_counter()
-            loss = contrastive_loss(model, images, tokens, 0.75)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, images, tokens, cfg.patch_weight)
         return (time.perf_counter() - start) / steps * 1000
 
     full, rows = [], []

@@ -10,8 +10,14 @@ import torch.nn.functional as F
 
 from config import ConfigError, PretrainParams
 from train.clip import load_clip
-from train.optim import decay_groups
-from train.pretrain import check_tower, contrastive_loss, image_embedding, only_used_rows, run
+from train.pretrain import (
+    check_tower,
+    image_embedding,
+    make_optimizer,
+    only_used_rows,
+    run,
+    train_step,
+)
 
 
 def test_pretrain_writes_a_plain_open_clip_checkpoint(synth_root, tmp_path):
@@ -73,12 +79,9 @@ def test_pretrain_rejects_a_bad_patch_weight_or_tower(synth_root, tmp_path):
 
 def _train(model, images, tokens, steps, used_rows):
     with only_used_rows(model, tokens) if used_rows else nullcontext():
-        opt = torch.optim.AdamW(decay_groups(list(model.named_parameters()), 1e-2, 0.1))
+        opt = make_optimizer(model, PretrainParams(lr=1e-2))
         for _ in range(steps):
-            loss = contrastive_loss(model, images, tokens, 0.75)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, images, tokens, 0.75)
     return model.state_dict()
 
 
@@ -100,3 +103,5 @@ def test_training_only_the_used_token_rows_changes_no_bit():
     unused = torch.ones(len(table), dtype=torch.bool)
     unused[used] = False
     assert torch.equal(table[unused], start["token_embedding.weight"][unused])
+    with only_used_rows(bundle.model, tokens), pytest.raises(IndexError):
+        bundle.model.token_embedding(torch.nonzero(unused)[:1, 0])  # not read as another row

@@ -113,7 +113,8 @@ class UsedRows(nn.Module):
     def __init__(self, table: nn.Embedding, used: torch.Tensor) -> None:
         super().__init__()
         self.rows = nn.Parameter(table.weight.detach()[used].clone())
-        lookup = torch.zeros(table.num_embeddings, dtype=torch.long, device=used.device)
+        # ids outside ``used`` map to -1, so that looking one up fails instead of reading row 0
+        lookup = torch.full((table.num_embeddings,), -1, dtype=torch.long, device=used.device)
         lookup[used] = torch.arange(len(used), device=used.device)
         self.register_buffer("lookup", lookup, persistent=False)
 
@@ -140,6 +141,22 @@ def only_used_rows(model: nn.Module, tokens: torch.Tensor) -> Iterator[None]:
         model.token_embedding = table
 
 
+def make_optimizer(model: nn.Module, cfg: PretrainParams) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters as the stage trains them (``decay_groups``)."""
+    return torch.optim.AdamW(decay_groups(list(model.named_parameters()), cfg.lr,
+                                          cfg.weight_decay), betas=(0.9, 0.98), eps=1e-6)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor,
+               tokens: torch.Tensor, patch_weight: float) -> torch.Tensor:
+    """One optimiser step on one batch → its loss."""
+    loss = contrastive_loss(model, images, tokens, patch_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def check_tower(visual: torch.nn.Module, cfg: PretrainParams) -> None:
     """The tower must pool by its class token for ``image_embedding`` to mix it in."""
     if not 0.0 <= cfg.patch_weight <= 1.0:
@@ -164,16 +181,12 @@ def run(cfg: PretrainParams) -> PretrainSummary:
     out.mkdir(parents=True, exist_ok=True)
     loss = torch.tensor(float("nan"))
     with only_used_rows(model, tokens), open(out / "log.jsonl", "w") as logf:
-        opt = torch.optim.AdamW(decay_groups(list(model.named_parameters()), cfg.lr,
-                                             cfg.weight_decay), betas=(0.9, 0.98), eps=1e-6)
+        opt = make_optimizer(model, cfg)
         for step in range(cfg.steps):
             set_lr(opt, lr_factor(step, cfg.steps, cfg.warmup_steps))
             idx = torch.randperm(len(images), generator=gen)[: cfg.batch_size]
             batch = normalise(augment(images[idx], gen), bundle.mean, bundle.std)
-            loss = contrastive_loss(model, batch, tokens[idx], cfg.patch_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, batch, tokens[idx], cfg.patch_weight)
             if step % 50 == 0 or step == cfg.steps - 1:
                 logf.write(json.dumps({"step": step, "loss": round(loss.item(), 5)}) + "\n")
                 log.info("pretrain step %d loss %.4f", step, loss.item())
