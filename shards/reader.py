@@ -26,9 +26,10 @@ def list_shards(directory: str | Path) -> list[str]:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Image bytes → RGB uint8 ``(H, W, 3)``."""
+    """Image bytes → RGB uint8 ``(H, W, 3)``, writable (``np.asarray`` of a PIL image is
+    read-only, which ``torch.from_numpy`` warns about)."""
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))
 
 
 def decode_sample(sample: dict) -> dict:

@@ -38,7 +38,7 @@ def test_written_shard_reads_back_with_reader_and_plain_tarfile(tmp_path):
 
     read = {s["key"]: s for s in sample_pipeline(list_shards(tmp_path), split=False)}
     np.testing.assert_array_equal(read["a"]["masks"], _masks_of(1))
-    assert read["b"]["image"].shape == (12, 20, 3)
+    assert read["b"]["image"].shape == (12, 20, 3) and read["b"]["image"].flags.writeable
 
     with tarfile.open(path) as tar:
         record = json.loads(tar.extractfile("b.masks.json").read())
