@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from config import PretrainParams, load_params  # noqa: E402
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    from config import PretrainParams
 
-    stage = PretrainParams()  # defaults: the stage's own model, batch and size
+def parse(argv: list[str] | None, stage: PretrainParams) -> argparse.Namespace:
+    """Options, defaulting to the stage's own model, batch and size."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=stage.model)
     p.add_argument("--batch-size", type=int, default=stage.batch_size)
@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from config import PretrainParams
     from pipeline.synth import caption
     from pipeline.synth_world import NAMES
     from train.clip import load_clip
     from train.pretrain import make_optimizer, only_used_rows, train_step
 
-    args = parse(argv)
+    cfg = load_params().pretrain  # the stage's settings, as params.yaml sets them
+    args = parse(argv, cfg)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     bundle = load_clip(args.model)
@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.batch_size)]
     tokens = bundle.tokenizer(captions)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    cfg = PretrainParams()  # the stage's optimiser settings
 
     def timed(steps: int) -> float:
         opt = make_optimizer(model, cfg)
