@@ -17,10 +17,23 @@ from typing import Any
 import yaml
 
 DEFAULT_PARAMS = Path(__file__).resolve().parent / "params.yaml"
+# How the last ViT block yields dense features (docs/method.md): the official PixelCLIP path
+# adds the class token's input to every token, MaskCLIP's adds each token's own.
+DENSE_MODES = ("pixelclip", "maskclip")
 
 
 class ConfigError(ValueError):
     """A params file or override that does not match the dataclasses."""
+
+
+def choice(default: str, options: tuple[str, ...]) -> Any:
+    """A string field that must be one of ``options`` (checked wherever params are loaded)."""
+    return field(default=default, metadata={"choices": tuple(options)})
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A number field (or each item of a tuple field) that must lie in ``[low, high]``."""
+    return field(default=default, metadata={"low": low, "high": high})
 
 
 @dataclass(frozen=True)
@@ -143,6 +156,7 @@ class TrainParams:
     logit_scale: float = 100.0  # epsilon
     sinkhorn_iters: int = 3
     trainable: str = "attention"  # attention | full | none
+    dense_mode: str = choice("maskclip", DENSE_MODES)  # params.yaml says why not pixelclip
     head_widths: tuple[int, int, int] = (16, 16, 8)  # paper: 64, 64, 32 (4x the CPU cost)
     use_clustering: bool = True  # ablation switch
     use_momentum: bool = True  # ablation switch
@@ -157,16 +171,25 @@ class TrainParams:
     batch_size: int = 16  # 96² steps cost 2x those at 64²: half the batch fits the budget
     grad_accum: int = 1
     steps: int = 300
-    crop_scale: tuple[float, float] = (0.5, 1.0)
+    # random_resized: a box of crop_scale of the area, aspect 3:4-4:3 (the embedded default);
+    # official: short side to resize_short (long side <= resize_max), a random crop_size² crop
+    crop: str = choice("random_resized", ("random_resized", "official"))
+    crop_scale: tuple[float, float] = bounded((0.5, 1.0), 0.0, 1.0)
+    resize_short: int = bounded(1024, 1)
+    resize_max: int = bounded(1333, 0)  # 0 = no limit
+    crop_size: int = bounded(640, 1)
+    color_aug_ssd: bool = False  # detectron2's ColorAugSSD on the view both encoders see
     # Student view: jitter, greyscale, blur, cutout (teacher: plain). Off by default: colour is
     # what names a synthetic class, and jitter/greyscale cost about 4 mIoU there (RESULTS.md).
     strong_aug: bool = False
-    jitter: float = 0.4  # brightness/contrast/saturation factors in 1 ± jitter
-    hue_jitter: float = 0.0  # ± turns of hue; 0 here because hue names synthetic classes
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 1.0)  # pixels at clip_resolution
-    cutout: tuple[float, float] = (0.1, 0.5)  # box side fractions; (0, 0) = off
+    jitter: float = bounded(0.4, 0.0, 1.0)  # brightness/contrast/saturation in 1 ± jitter
+    hue_jitter: float = bounded(0.0, 0.0, 0.5)  # ± turns of hue; 0: hue names synthetic classes
+    jitter_p: float = bounded(0.8, 0.0, 1.0)
+    grayscale_p: float = bounded(0.2, 0.0, 1.0)
+    blur_p: float = bounded(0.5, 0.0, 1.0)
+    blur_sigma: tuple[float, float] = bounded((0.1, 1.0), 0.0)  # pixels of the crop view
+    cutout: tuple[float, float] = bounded((0.1, 0.5), 0.0, 1.0)  # box sides; (0, 0) = off
+    antialias: bool = True  # views resized to clip_resolution with an antialiasing filter
     shuffle_buffer: int = 256
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -197,6 +220,7 @@ class EvaluateParams:
     clip_model: str = "TinyCLIP-ViT-8"
     resolution: int = 96  # whole image squashed to resolution², or the sliding-window side
     feature_size: int = 64  # dense features upsampled to this grid before the text similarity
+    dense_mode: str = choice("maskclip", DENSE_MODES)  # the last block's dense path
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
     max_images: int = 0  # per benchmark, 0 = all
@@ -234,8 +258,23 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown key '{_join(where, unknown[0])}'")
-    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: _checked(fields[k], _coerce(hints[k], v, _join(where, k)), _join(where, k))
+              for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _checked(fld: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` if it satisfies the field's ``choice``/``bounded`` metadata, else ConfigError."""
+    options = fld.metadata.get("choices")
+    if options is not None and value not in options:
+        raise ConfigError(f"'{where}' must be one of {', '.join(options)}, got {value!r}")
+    low, high = fld.metadata.get("low"), fld.metadata.get("high")
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if (low is not None and item < low) or (high is not None and item > high):
+            span = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"'{where}' must be {span}, got {item!r}")
+    return value
 
 
 def _join(where: str, key: str) -> str:
@@ -252,7 +291,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{where}' must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1] or (Any,)
+        args = typing.get_args(hint)
+        fixed = origin is tuple and args and Ellipsis not in args
+        if fixed and len(value) != len(args):
+            raise ConfigError(f"'{where}' must have {len(args)} items, got {list(value)!r}")
+        (item,) = args[:1] or (Any,)
         return origin(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or hint is Any:
         return value
@@ -298,7 +341,7 @@ def _replace_path(obj: Any, keys: list[str], value: Any, dotted: str) -> Any:
         raise ConfigError(f"unknown key '{dotted}'")
     hint = typing.get_type_hints(type(obj))[keys[0]]
     if len(keys) == 1:
-        new = _coerce(hint, value, dotted)
+        new = _checked(names[keys[0]], _coerce(hint, value, dotted), dotted)
     else:
         new = _replace_path(getattr(obj, keys[0]), keys[1:], value, dotted)
     return dataclasses.replace(obj, **{keys[0]: new})

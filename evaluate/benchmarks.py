@@ -48,6 +48,7 @@ class Layout:
     image_suffixes: tuple[str, ...] = (".jpg",)
     every_image_labelled: bool = True  # False where the image folder holds other splits too
     nested: bool = False  # labels sit in sub-folders (Cityscapes cities)
+    miou: str = "detectron2"  # the official evaluator's mIoU convention (evaluate/metrics.py)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -65,7 +66,7 @@ LAYOUTS: dict[str, Layout] = {
     "cityscapes": Layout(
         "cityscapes", cn.CITYSCAPES_19, ("cityscapes",),
         (("leftImg8bit/val", "gtFine/val"),), label_suffix="_gtFine_labelTrainIds.png",
-        image_suffixes=("_leftImg8bit.png",), nested=True),
+        image_suffixes=("_leftImg8bit.png",), nested=True, miou="cityscapes"),
     "voc20": Layout(
         "voc20", cn.VOC20, ("VOCdevkit/VOC2012",),
         (("JPEGImages", "annotations_detectron2/val"),), every_image_labelled=False),
@@ -89,6 +90,7 @@ class Benchmark:
     classes: tuple[str, ...]
     pairs: tuple[Pair, ...]
     root: str
+    miou: str = "detectron2"
 
 
 def synthetic_layout(root: str | Path) -> Layout:
@@ -110,7 +112,7 @@ def load_benchmark(layout: Layout, root: str | Path, max_images: int = 0) -> Ben
     pairs = _pairs(layout, image_dir, label_dir)
     if max_images > 0:
         pairs = pairs[:max_images]
-    return Benchmark(layout.name, layout.classes, tuple(pairs), str(root))
+    return Benchmark(layout.name, layout.classes, tuple(pairs), str(root), layout.miou)
 
 
 def _resolve_dirs(layout: Layout, root: Path) -> tuple[Path, Path]:
@@ -153,7 +155,8 @@ def _check_unlabelled(layout: Layout, image_dir: Path, pairs: list[Pair]) -> Non
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)``; ``BenchmarkError`` naming the file if it cannot be decoded."""
+    """RGB uint8 ``(H, W, 3)`` with its EXIF orientation applied (as detectron2 reads images);
+    ``BenchmarkError`` naming the file if it cannot be decoded."""
     data = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if data is None:
         raise BenchmarkError(f"cannot read image {path}")
@@ -181,18 +184,20 @@ def load_pair(pair: Pair, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if image.shape[:2] != label.shape:
         raise BenchmarkError(
             f"label {pair.label} is {label.shape[1]}x{label.shape[0]} but image {pair.image} "
-            f"is {image.shape[1]}x{image.shape[0]}")
+            f"is {image.shape[1]}x{image.shape[0]} (after its EXIF orientation, if any)")
     return image, label
 
 
 def discover(cfg: EvaluateParams) -> tuple[list[Benchmark], list[str]]:
-    """The synthetic benchmark (always) then every real benchmark whose root is set and exists.
-
-    Returns the benchmarks and one line per skipped benchmark.
+    """The synthetic benchmark (when ``evaluate.synthetic`` is set), then every real benchmark
+    whose root is set and exists. Returns the benchmarks and one line per skipped benchmark.
     """
-    benchmarks = [load_benchmark(synthetic_layout(cfg.synthetic), cfg.synthetic,
-                                 cfg.max_images)]
-    skipped = []
+    benchmarks, skipped = [], []
+    if cfg.synthetic:
+        benchmarks.append(load_benchmark(synthetic_layout(cfg.synthetic), cfg.synthetic,
+                                         cfg.max_images))
+    else:
+        skipped.append("synthetic: skipped (evaluate.synthetic is not set)")
     for key, layout in LAYOUTS.items():
         root = getattr(cfg.roots, key)
         if not root:
@@ -201,4 +206,7 @@ def discover(cfg: EvaluateParams) -> tuple[list[Benchmark], list[str]]:
             skipped.append(f"{key}: skipped (evaluate.roots.{key}={root} does not exist)")
         else:
             benchmarks.append(load_benchmark(layout, root, cfg.max_images))
+    if not benchmarks:
+        raise BenchmarkError("evaluate: no benchmark to score: set evaluate.synthetic or one of "
+                             f"evaluate.roots.{{{','.join(LAYOUTS)}}}")
     return benchmarks, skipped

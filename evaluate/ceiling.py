@@ -105,7 +105,8 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     patch = bundle.model.visual.patch_size[0]
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
-        feats = whole_features(bundle, to_input(image, side, bundle, device)[None])
+        feats = whole_features(bundle, to_input(image, side, bundle, device)[None],
+                               options.dense_mode)
         grid = tuple(feats.shape[-2:])
         logits = features_to_logits(feats, text, fsize)
         pixel = label_map(logits[0], truth.shape)

@@ -44,12 +44,17 @@ def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sl
 @click.option("--ignore-index", type=int, default=255, show_default=True)
 @click.option("--suffix", default=".png", show_default=True,
               help="ground-truth file suffix, e.g. _gtFine_labelTrainIds.png")
+@click.option("--convention", type=click.Choice(["detectron2", "cityscapes"]),
+              default="detectron2", show_default=True,
+              help="mIoU over classes in the ground truth (detectron2) or in ground truth or "
+                   "prediction (cityscapesscripts)")
 @click.option("--json", "json_out", help="write the scores (with per-class IoU) here")
-def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, json_out) -> None:
+def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, convention, json_out) -> None:
     """Score predicted label PNGs against ground truth (same numbers as evaluate)."""
     from evaluate.score import score_folders
 
-    result = score_folders(pred_dir, gt_dir, num_classes, ignore_index, suffix)
+    result = score_folders(pred_dir, gt_dir, num_classes, ignore_index, suffix,
+                           convention=convention)
     click.echo(f"mIoU {result['miou']:.2f}  pixel acc {result['pixel_acc']:.2f}  "
                f"({result['images']} images)")
     if json_out:

@@ -30,12 +30,13 @@ class InferenceOptions:
     sliding_window: bool = False
     window_stride: int = 0  # 0 = resolution * 2 / 3
     slide_short_side: int = 0  # 0 = resolution
+    dense_mode: str = "pixelclip"
 
 
 def options_from(cfg) -> InferenceOptions:
     """The inference fields of an ``EvaluateParams``."""
     return InferenceOptions(cfg.resolution, cfg.feature_size, cfg.sliding_window,
-                            cfg.window_stride, cfg.slide_short_side)
+                            cfg.window_stride, cfg.slide_short_side, cfg.dense_mode)
 
 
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
@@ -82,16 +83,17 @@ def features_to_logits(features: torch.Tensor, text: torch.Tensor,
     return torch.einsum("bdhw,cd->bchw", features, text.to(features))
 
 
-def whole_features(bundle: CLIPBundle, batch: torch.Tensor) -> torch.Tensor:
+def whole_features(bundle: CLIPBundle, batch: torch.Tensor,
+                   mode: str = "pixelclip") -> torch.Tensor:
     """Normalised ``(B, 3, r, r)`` images → dense features ``(B, D, h, w)`` (bf16 on CUDA)."""
     with _autocast(batch.device):
-        return dense_features(bundle.model.visual, batch)
+        return dense_features(bundle.model.visual, batch, mode)
 
 
 def whole_logits(bundle: CLIPBundle, batch: torch.Tensor, text: torch.Tensor,
-                 feature_size: int) -> torch.Tensor:
+                 feature_size: int, mode: str = "pixelclip") -> torch.Tensor:
     """Normalised ``(B, 3, r, r)`` images → ``(B, C, feature_size, feature_size)`` logits."""
-    return features_to_logits(whole_features(bundle, batch), text,
+    return features_to_logits(whole_features(bundle, batch, mode), text,
                               (feature_size, feature_size))
 
 
@@ -104,7 +106,7 @@ def window_origins(length: int, window: int, stride: int) -> list[int]:
 
 
 def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
-                   window: int, stride: int, feature_size: int,
+                   window: int, stride: int, feature_size: int, mode: str = "pixelclip",
                    batch_size: int = 16) -> torch.Tensor:
     """Normalised ``(3, H, W)`` image (both sides ≥ ``window``) → ``(C, H, W)`` logits averaged
     over overlapping ``window``² crops (each crop scored like a whole image, then upsampled)."""
@@ -116,7 +118,7 @@ def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
         crops = torch.stack([image[:, y:y + window, x:x + window] for y, x in chunk])
-        logits = whole_logits(bundle, crops, text, feature_size)
+        logits = whole_logits(bundle, crops, text, feature_size, mode)
         for (y, x), part in zip(chunk, logits, strict=True):
             part = F.interpolate(part[None], size=(window, window), mode="bilinear",
                                  align_corners=False)[0]
@@ -140,12 +142,13 @@ def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray]
         stride = options.window_stride or max(1, options.resolution * 2 // 3)
         logits = [sliding_logits(bundle, to_input(img, _slide_size(img.shape, options), bundle,
                                                   device), text, options.resolution, stride,
-                                 options.feature_size)
+                                 options.feature_size, options.dense_mode)
                   for img in images]
     else:
         side = (options.resolution, options.resolution)
         batch = torch.stack([to_input(img, side, bundle, device) for img in images])
-        logits = list(whole_logits(bundle, batch, text, options.feature_size))
+        logits = list(whole_logits(bundle, batch, text, options.feature_size,
+                                   options.dense_mode))
     return [label_map(lg, size) for lg, size in zip(logits, sizes, strict=True)]
 
 

@@ -1,10 +1,12 @@
 """Confusion matrix → mIoU, pixel accuracy, per-class IoU. Pure numpy functions.
 
 Rows of the confusion matrix are ground-truth classes, columns predicted classes. Pixels whose
-ground truth is ``ignore_index`` are not counted. A class with neither ground truth nor
-prediction (union 0) has IoU NaN and is left out of the mean; a class that is predicted but
-absent from the ground truth has IoU 0 and counts (the mmsegmentation convention; detectron2
-also drops classes without ground truth, which differs only on tiny or partial sets).
+ground truth is ``ignore_index`` are not counted. Two conventions decide which classes the mean
+runs over (``CONVENTIONS``): ``detectron2`` (its SemSegEvaluator: classes present in the ground
+truth; the official evaluation of COCO-Stuff, ADE20K, Pascal Context and VOC) and ``cityscapes``
+(cityscapesscripts, also mmsegmentation: classes in the ground truth or the prediction, so a
+class predicted but absent scores 0). They differ only where a class is predicted but absent,
+which is common on partial sets (``evaluate.max_images``).
 """
 
 from __future__ import annotations
@@ -53,17 +55,25 @@ def _confusion_uint8(pred: np.ndarray, gt: np.ndarray, num_classes: int,
     return cm.astype(np.int64)
 
 
-def iou_per_class(cm: np.ndarray) -> np.ndarray:
-    """IoU of every class; NaN where the class has neither ground truth nor prediction."""
+CONVENTIONS = ("detectron2", "cityscapes")
+
+
+def iou_per_class(cm: np.ndarray, convention: str = "detectron2") -> np.ndarray:
+    """IoU of every class; NaN for a class the convention leaves out of the mean (detectron2:
+    no ground truth; cityscapes: neither ground truth nor prediction)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"mIoU convention must be one of {', '.join(CONVENTIONS)}, "
+                         f"got {convention!r}")
     tp = np.diag(cm).astype(np.float64)
     union = cm.sum(0) + cm.sum(1) - tp
+    counted = cm.sum(1) > 0 if convention == "detectron2" else union > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        return np.where(counted, tp / np.maximum(union, 1), np.nan)
 
 
-def mean_iou(cm: np.ndarray) -> float:
-    """Mean of :func:`iou_per_class` over classes present in ground truth or prediction."""
-    iou = iou_per_class(cm)
+def mean_iou(cm: np.ndarray, convention: str = "detectron2") -> float:
+    """Mean of :func:`iou_per_class` over the classes the convention counts."""
+    iou = iou_per_class(cm, convention)
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
@@ -73,11 +83,12 @@ def pixel_accuracy(cm: np.ndarray) -> float:
     return float(np.trace(cm) / total) if total else float("nan")
 
 
-def summarize(cm: np.ndarray, class_names: list[str] | tuple[str, ...]) -> dict:
+def summarize(cm: np.ndarray, class_names: list[str] | tuple[str, ...],
+              convention: str = "detectron2") -> dict:
     """``{"miou", "pixel_acc", "per_class": {name: iou or None}}`` in percent, JSON-ready."""
-    iou = iou_per_class(cm)
+    iou = iou_per_class(cm, convention)
     return {
-        "miou": _pct(mean_iou(cm)),
+        "miou": _pct(mean_iou(cm, convention)),
         "pixel_acc": _pct(pixel_accuracy(cm)),
         "per_class": {name: _pct(v) for name, v in zip(class_names, iou, strict=True)},
     }

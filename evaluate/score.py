@@ -17,7 +17,7 @@ from evaluate.metrics import confusion_matrix, summarize
 
 def score_folders(pred_dir: str | Path, gt_dir: str | Path, num_classes: int,
                   ignore_index: int = 255, suffix: str = ".png",
-                  class_names: list[str] | None = None) -> dict:
+                  class_names: list[str] | None = None, convention: str = "detectron2") -> dict:
     """``{"miou", "pixel_acc", "images", "per_class"}`` (percent) over every ground-truth file.
 
     Raises ``FileNotFoundError`` for a missing folder or prediction, ``ValueError`` naming the
@@ -41,6 +41,6 @@ def score_folders(pred_dir: str | Path, gt_dir: str | Path, num_classes: int,
             cm += confusion_matrix(pred, gt, num_classes, ignore_index)
         except ValueError as exc:
             raise ValueError(f"{pred_path} vs {gt_path}: {exc}") from None
-    summary = summarize(cm, names)
+    summary = summarize(cm, names, convention)
     return {"miou": summary["miou"], "pixel_acc": summary["pixel_acc"], "images": len(truths),
-            "per_class": summary["per_class"]}
+            "miou_convention": convention, "per_class": summary["per_class"]}

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from config import EvaluateParams, resolve_device, to_dict
 from evaluate import report
-from evaluate.benchmarks import Benchmark, discover, load_pair
+from evaluate.benchmarks import Benchmark, BenchmarkError, discover, load_pair
 from evaluate.inference import (
     InferenceOptions,
     check_resolution,
@@ -44,6 +44,7 @@ class BenchResult:
     """Confusion matrices per model and the first few samples kept for the overlay grid."""
 
     matrices: dict[str, np.ndarray]
+    skipped: list[str] = field(default_factory=list)  # one line per image that was left out
     images: list[np.ndarray] = field(default_factory=list)
     truths: list[np.ndarray] = field(default_factory=list)
     preds: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -63,7 +64,9 @@ class EvalSummary:
         for name, res in self.results.items():
             parts = [f"{m} {res[m]['miou']:.2f}" for m in ("baseline", "checkpoint") if m in res]
             gain = f" (gain {res['gain_miou']:+.2f})" if "gain_miou" in res else ""
-            out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images")
+            left = f", {res['skipped_images']} skipped" if res.get("skipped_images") else ""
+            out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images"
+                       f"{left} ({res['miou_convention']} mIoU)")
         return out
 
 
@@ -82,8 +85,11 @@ def run(cfg: EvaluateParams) -> EvalSummary:
     results, per_class = {}, {"config": to_dict(cfg)}
     for bench in benchmarks:
         outcome = evaluate_benchmark(bench, models, options, device, cfg)
-        summaries = {m: summarize(cm, bench.classes) for m, cm in outcome.matrices.items()}
-        results[bench.name] = headline(summaries, len(bench.pairs))
+        summaries = {m: summarize(cm, bench.classes, bench.miou)
+                     for m, cm in outcome.matrices.items()}
+        results[bench.name] = headline(summaries, len(bench.pairs) - len(outcome.skipped))
+        results[bench.name].update(miou_convention=bench.miou,
+                                   skipped_images=len(outcome.skipped))
         per_class[bench.name] = {m: s["per_class"] for m, s in summaries.items()}
         write_figures(Path(cfg.plots) / bench.name, bench, outcome, summaries)
         if prompts is not None:
@@ -132,10 +138,17 @@ def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle],
     batches = [bench.pairs[i:i + cfg.batch_size]
                for i in range(0, len(bench.pairs), cfg.batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        loading = prefetched(pool, lambda b: [load_pair(p, n) for p in b], batches)
+        loading = prefetched(pool, lambda b: [_try_load(p, n) for p in b], batches)
         progress = tqdm(zip(batches, loading, strict=True), total=len(batches), unit="batch",
                         desc=bench.name, disable=None)
         for pairs, loaded in progress:
+            for problem in (x for x in loaded if isinstance(x, str)):
+                log.warning("%s: skipped an image: %s", bench.name, problem)
+                result.skipped.append(problem)
+            pairs = [p for p, x in zip(pairs, loaded, strict=True) if not isinstance(x, str)]
+            loaded = [x for x in loaded if not isinstance(x, str)]
+            if not loaded:
+                continue
             images = [image for image, _ in loaded]
             truths = [label for _, label in loaded]
             keep = max(0, min(len(images), cfg.num_plot_images - len(result.images)))
@@ -149,6 +162,14 @@ def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle],
                         write_label(Path(cfg.predictions) / bench.name / m / pair.key, pred)
                 result.preds[m] += preds[:keep]
     return result
+
+
+def _try_load(pair, num_classes: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """Image and label of a pair, or the one-line reason it cannot be scored."""
+    try:
+        return load_pair(pair, num_classes)
+    except BenchmarkError as exc:
+        return str(exc)
 
 
 def prefetched(pool: ThreadPoolExecutor, fn: Callable, items: list, depth: int = 2) -> Iterator:

@@ -12,6 +12,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from shards import rle as rle_codec
 from shards import schema
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.array(img.convert("RGB"))
 
 
-def decode_sample(sample: dict) -> dict:
-    """A raw webdataset sample → ``{key, image, masks, record}`` with masks ``(N, H, W)`` bool.
+def decode_sample(sample: dict, masks: bool = True) -> dict:
+    """A raw webdataset sample → ``{key, image, record, rles}`` (and, with ``masks``, the
+    decoded ``(N, H, W)`` bool ``masks``; without, the RLEs are checked where they are read).
 
     Raises ``ValueError`` naming what is wrong, so a pipeline handler can count and skip it.
     """
@@ -50,29 +52,43 @@ def decode_sample(sample: dict) -> dict:
             f"sample {key}: masks are {record['height']}x{record['width']}, "
             f"image is {image.shape[0]}x{image.shape[1]}"
         )
-    return {"key": key, "image": image, "masks": schema.decode_masks(record), "record": record}
+    out = {"key": key, "image": image, "record": record, "rles": schema.record_rles(record)}
+    if masks:
+        out["masks"] = rle_codec.decode(out["rles"], *image.shape[:2])
+    return out
 
 
 class SkipCounter:
-    """A webdataset handler that logs a bad sample, counts it and goes on."""
+    """A webdataset handler that logs a bad sample, counts it and goes on; it also counts the
+    good samples and keeps the first reasons, so a reader can tell when nothing decodes."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 3) -> None:
         self.count = 0
+        self.good = 0
+        self.reasons: list[str] = []
+        self.keep = keep
 
     def __call__(self, exc: Exception) -> bool:
         self.count += 1
-        log.warning("skipping bad sample: %s", exc)
+        if len(self.reasons) < self.keep:
+            self.reasons.append(str(exc))
+        if self.count <= 100 or self.count % 1000 == 0:  # a broken folder must not flood logs
+            log.warning("skipping bad sample (%d so far): %s", self.count, exc)
         return True
 
 
-def decode_stage(src: Iterator[dict], handler: SkipCounter) -> Iterator[dict]:
+def decode_stage(src: Iterator[dict], handler: SkipCounter,
+                 masks: bool = True) -> Iterator[dict]:
     """Pipeline stage: decode every sample, skipping (and counting) bad ones."""
     for sample in src:
         try:
-            yield decode_sample(sample)
+            decoded = decode_sample(sample, masks)
         except Exception as exc:  # noqa: BLE001 - any bad sample is skipped and counted
             if not handler(exc):
                 raise
+            continue
+        handler.good += 1
+        yield decoded
 
 
 def sample_pipeline(

@@ -51,7 +51,55 @@ def _encode_fortran(masks: np.ndarray) -> list[dict]:
 
 
 def area(rles: list[dict]) -> list[int]:
-    return [int(a) for a in mask_utils.area([_as_bytes(r) for r in rles])] if rles else []
+    """Foreground pixels of each RLE, from its run lengths (pycocotools' ``area`` overflows
+    under numpy 2 for 256 masks or more)."""
+    if not rles:
+        return []
+    runs, owner = _parse([r["counts"] for r in rles])
+    odd = (np.arange(runs.size) - _group_starts(owner)) % 2 == 1  # foreground runs
+    return np.bincount(owner[odd], weights=runs[odd], minlength=len(rles)).astype(int).tolist()
+
+
+def grid_toggles(rles: list[dict], height: int, width: int, rows: np.ndarray,
+                 cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every mask sampled at ``rows`` × ``cols`` of its ``height``-row image, straight from its
+    run lengths, as the positions where its value flips.
+
+    ``rows`` must be non-decreasing and ``cols`` increasing (sample a repeated column once and
+    repeat it afterwards). The sampled grid is flattened column-major,
+    ``q = j * len(rows) + i`` for row ``rows[i]`` and column ``cols[j]`` (COCO's own order), and
+    mask ``m``'s value at ``q`` is the parity of the number of its toggles ``<= q``. Returns
+    the toggles of all masks, ascending per mask, and how many each mask has. Nothing of
+    size ``H x W`` is built: the work is a search of each run end among the sampled positions.
+    Raises ``ValueError`` (as :func:`check`) for an RLE of another size or with bad counts.
+    """
+    if not rles:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for i, rle in enumerate(rles):
+        if list(rle["size"]) != [height, width]:
+            raise ValueError(f"RLE {i} has size {rle['size']}, expected {[height, width]}")
+    runs, owner = _parse([r["counts"] for r in rles])
+    if (runs < 0).any():
+        raise ValueError(f"RLE {owner[runs < 0][0]}: counts hold a negative run")
+    ends = np.cumsum(runs)
+    start = _group_starts(owner)  # index of each mask's first run
+    ends -= (ends[start] - runs[start])  # cumulative run ends within each mask
+    last = np.r_[owner[1:] != owner[:-1], True]
+    wrong = np.flatnonzero(ends[last] != height * width)
+    if wrong.size or np.unique(owner).size != len(rles):
+        i = int(owner[last][wrong[0]]) if wrong.size else -1
+        raise ValueError(f"RLE {i}: counts do not cover {height * width} pixels")
+    ends, owner = ends[~last], owner[~last]  # a mask's last run ends at H*W: no flip there
+    positions = (np.asarray(cols, np.int64)[:, None] * height
+                 + np.asarray(rows, np.int64)[None, :]).ravel()
+    q = np.searchsorted(positions, ends, side="left")
+    inside = q < positions.size
+    q, owner = q[inside], owner[inside]
+    # equal toggles of one mask cancel in pairs: keep one of each odd-sized group
+    new = np.r_[True, (q[1:] != q[:-1]) | (owner[1:] != owner[:-1])]
+    group = np.cumsum(new) - 1
+    keep = np.flatnonzero(new)[np.bincount(group) % 2 == 1]
+    return q[keep], np.bincount(owner[keep], minlength=len(rles))
 
 
 def bbox(rles: list[dict]) -> list[list[float]]:
@@ -124,13 +172,19 @@ def _parse(counts: list[bytes | str]) -> tuple[np.ndarray, np.ndarray]:
     negative = (c[ends] & 0x10) != 0
     x[negative] |= -(1 << (5 * groups[negative]))
     # undo the differences: a cumulative sum per (string, parity of index ≥ 1)
-    index = np.arange(x.size) - np.searchsorted(owner, owner)
+    index = np.arange(x.size) - _group_starts(owner)
     key = 3 * owner + np.where(index == 0, 2, index & 1)
     order = np.argsort(key, kind="stable")
     total = np.cumsum(x[order])
     first = np.r_[True, key[order][1:] != key[order][:-1]]
     x[order] = total - (total - x[order])[first][np.cumsum(first) - 1]
     return x, owner
+
+
+def _group_starts(owner: np.ndarray) -> np.ndarray:
+    """For a non-decreasing array of group ids, the index where each element's group starts."""
+    first = np.r_[True, owner[1:] != owner[:-1]] if owner.size else np.zeros(0, bool)
+    return np.flatnonzero(first)[np.cumsum(first) - 1]
 
 
 def _as_bytes(rle: dict) -> dict:

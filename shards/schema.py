@@ -101,11 +101,10 @@ def check_record(record: dict) -> None:
             raise ValueError(f"annotation {i} has no RLE segmentation")
 
 
-def decode_masks(record: dict) -> np.ndarray:
-    """Boolean masks ``(N, H, W)`` of a record; raises if any RLE has the wrong size."""
+def record_rles(record: dict) -> list[dict]:
+    """The RLEs (``size``, ``counts``) of a checked record, in annotation order."""
     check_record(record)
-    rles = [a["segmentation"] for a in record["annotations"]]
-    return rle_codec.decode(rles, record["height"], record["width"])
+    return [a["segmentation"] for a in record["annotations"]]
 
 
 def image_ext(sample: dict) -> str | None:

@@ -40,10 +40,36 @@ def test_params_yaml_mirrors_the_dataclass_defaults():
     assert to_dict(load_params()) == to_dict(Params())
 
 
-def test_real_setup_params_load():
+def test_real_setup_is_the_official_configuration():
+    """params/real.yaml is the official ViT-B/16 config (configs/pixelclip_vit_base.yaml and
+    its SA-1B mapper); params/real-convnext.yaml the official ConvNeXt-B one."""
+    from train.optim import lr_factor
+
     real = load_params(DEFAULT_PARAMS.parent / "params" / "real.yaml")
-    assert real.train.clip_model == "ViT-B-16" and real.train.clip_resolution == 320
-    assert real.masks.generator == "sa1b" and real.evaluate.roots.cityscapes
+    t, e = real.train, real.evaluate
+    assert t.clip_model == e.clip_model == "ViT-B-16-quickgelu"  # OpenAI weights: QuickGELU
+    assert t.dense_mode == e.dense_mode == "pixelclip"
+    assert (t.clip_resolution, t.mask_resolution, e.resolution, e.feature_size) == (320, 256,
+                                                                                   320, 64)
+    assert (t.num_prompts, t.prompt_length, t.batch_size, t.steps) == (64, 4, 48, 10000)
+    assert (t.lr, t.lr_visual_mult, t.lr_prompt_mult, t.weight_decay) == (2e-4, 0.01, 10, 1e-4)
+    assert (t.grad_clip, t.momentum, t.logit_scale, t.sinkhorn_iters) == (0.01, 0.999, 100, 3)
+    assert t.trainable == "attention" and t.warmup_steps == 0 and t.visual_delay_steps == 0
+    # detectron2 WarmupCosineLR with BASE_LR_END / BASE_LR = 0.5: 0.75 halfway, 0.5 at the end
+    factor = [lr_factor(s, t.steps, t.warmup_steps, t.end_lr_factor) for s in (0, 5000, 10000)]
+    assert factor == pytest.approx([1.0, 0.75, 0.5])
+    assert (t.crop, t.resize_short, t.resize_max, t.crop_size) == ("official", 1024, 1333, 640)
+    assert t.color_aug_ssd and t.strong_aug and not t.antialias
+    assert (t.jitter, t.hue_jitter, t.jitter_p, t.grayscale_p, t.blur_p) == (0.5, 0.25, 0.8,
+                                                                            0.2, 0.5)
+    assert t.blur_sigma == (0.1, 2.0) and t.cutout == (0.1, 0.5)
+    assert real.masks.generator == "sa1b" and e.roots.cityscapes and not e.synthetic
+    convnext = load_params(DEFAULT_PARAMS.parent / "params" / "real-convnext.yaml")
+    c = convnext.train
+    assert c.clip_model == convnext.evaluate.clip_model == "convnext_base_w_320"
+    assert (c.clip_resolution, convnext.evaluate.resolution) == (640, 640)
+    assert c.trainable == "full" and c.logit_scale == 1.0
+    assert c.out != t.out and convnext.evaluate.metrics != e.metrics
 
 
 def test_resolve_device_names_the_key():

@@ -8,14 +8,16 @@ import pytest
 from evaluate.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, summarize
 
 
-def reference_miou(pred: np.ndarray, gt: np.ndarray, n: int, ignore: int = 255) -> float:
-    """Set-based IoU per class, skipping classes with neither ground truth nor prediction."""
+def reference_miou(pred: np.ndarray, gt: np.ndarray, n: int, ignore: int = 255,
+                   convention: str = "cityscapes") -> float:
+    """Set-based IoU per class over the classes in the ground truth (detectron2) or in the
+    ground truth or the prediction (cityscapes)."""
     valid = gt != ignore
     ious = []
     for c in range(n):
         p, g = (pred == c) & valid, (gt == c) & valid
         union = np.logical_or(p, g).sum()
-        if union:
+        if (g.any() if convention == "detectron2" else union):
             ious.append(np.logical_and(p, g).sum() / union)
     return float(np.mean(ious))
 
@@ -29,10 +31,13 @@ def test_miou_matches_independent_computation(seed):
     pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, n - 1, gt.shape))
     pred = pred.astype(np.uint8)  # class 11: neither in gt nor predicted
     cm = sum(confusion_matrix(p, g, n) for p, g in zip(pred, gt, strict=True))
-    assert mean_iou(cm) == pytest.approx(reference_miou(pred, gt, n))
-    iou = iou_per_class(cm)
+    for convention in ("detectron2", "cityscapes"):
+        assert mean_iou(cm, convention) == pytest.approx(
+            reference_miou(pred, gt, n, convention=convention))
+    iou = iou_per_class(cm, "cityscapes")
     assert np.isnan(iou[11])  # absent: excluded from the mean
     assert iou[10] == 0.0  # predicted but never in gt: counts as 0
+    assert np.isnan(iou_per_class(cm, "detectron2")[9:]).all()  # no ground truth: left out
     valid = gt != 255
     assert pixel_accuracy(cm) == pytest.approx((pred[valid] == gt[valid]).mean())
     assert cm.sum() == valid.sum()
@@ -47,6 +52,22 @@ def test_handmade_iou_and_summary():
     out = summarize(cm, ["a", "b", "c"])
     assert out["miou"] == 75.0 and out["per_class"]["c"] is None
     assert out["pixel_acc"] == pytest.approx(100 * 6 / 7, abs=1e-3)
+
+
+def test_conventions_on_a_hand_computed_partial_set():
+    """Two images of a 4-class set: class 2 is predicted but in neither ground truth, class 3
+    is nowhere. detectron2 averages classes 0 and 1; cityscapes also counts class 2 as 0."""
+    gt = np.array([[0, 0, 0, 1], [1, 1, 255, 255]], np.uint8)
+    pred = np.array([[0, 0, 2, 1], [1, 2, 0, 3]], np.uint8)
+    cm = confusion_matrix(pred, gt, 4)
+    # class 0: tp 2, gt 3, pred 2 (ignored pixel not counted) -> 2/3
+    # class 1: tp 2, gt 3, pred 2 -> 2/3; class 2: tp 0, gt 0, pred 2 -> 0
+    assert mean_iou(cm, "detectron2") == pytest.approx(2 / 3)
+    assert mean_iou(cm, "cityscapes") == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert summarize(cm, "abcd", "detectron2")["per_class"]["c"] is None
+    assert summarize(cm, "abcd", "cityscapes")["per_class"]["c"] == 0.0
+    with pytest.raises(ValueError, match="convention"):
+        mean_iou(cm, "mmseg")
 
 
 def test_confusion_matrix_rejects_bad_input():

@@ -49,7 +49,9 @@ def test_run_scores_baseline_and_checkpoint(tmp_path, synth_root, checkpoint):
     summary = run(cfg)
     metrics = json.loads(Path(cfg.metrics).read_text())
     res = metrics["synthetic"]
-    assert set(res) == {"baseline", "checkpoint", "gain_miou", "images"}
+    assert set(res) == {"baseline", "checkpoint", "gain_miou", "images", "miou_convention",
+                        "skipped_images"}
+    assert res["miou_convention"] == "detectron2" and res["skipped_images"] == 0
     assert res["images"] == 4 and 0 <= res["baseline"]["miou"] <= 100
     assert res["gain_miou"] == pytest.approx(res["checkpoint"]["miou"] - res["baseline"]["miou"],
                                              abs=1e-3)
@@ -75,13 +77,40 @@ def test_run_baseline_alone_and_missing_checkpoint(tmp_path, synth_root):
 
     run(eval_cfg(tmp_path, synth_root, sliding_window=True, max_images=2))
     res = json.loads((tmp_path / "metrics/eval.json").read_text())["synthetic"]
-    assert set(res) == {"baseline", "images"} and res["images"] == 2
+    assert set(res) == {"baseline", "images", "miou_convention", "skipped_images"}
+    assert res["images"] == 2
     assert not (tmp_path / "plots/synthetic/prompts.png").exists()
     missing = tmp_path / "no/final.pt"
     with pytest.raises(FileNotFoundError, match=f"evaluate.checkpoint: .*{missing}"):
         run(eval_cfg(tmp_path, synth_root, checkpoint=str(missing)))
     with pytest.raises(ValueError, match="evaluate.resolution=60 is not a multiple"):
         run(eval_cfg(tmp_path, synth_root, resolution=60))
+
+
+def test_real_benchmarks_alone_and_an_exif_rotated_image_is_skipped(tmp_path):
+    """No synthetic world: a Cityscapes folder alone is scored (cityscapesscripts' mIoU), and
+    an image whose EXIF orientation turns it away from its label is named and skipped, as
+    detectron2 reads images oriented; the stage goes on."""
+    from test_eval_benchmarks import make_fake
+
+    from config import BenchmarkRoots
+    from evaluate.stage import run
+
+    base = make_fake(tmp_path / "data", "cityscapes", 19, stems=("a_1", "a_2", "a_3"))
+    image = base / "leftImg8bit/val/frankfurt/a_2_leftImg8bit.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: 32x24 pixels are shown as 24x32
+    Image.open(image).save(image, exif=exif)
+    cfg = eval_cfg(tmp_path, Path(""), synthetic="",
+                   roots=BenchmarkRoots(cityscapes=str(tmp_path / "data")))
+    summary = run(cfg)
+    res = json.loads(Path(cfg.metrics).read_text())
+    assert list(res) == ["cityscapes"]
+    assert res["cityscapes"]["images"] == 2 and res["cityscapes"]["skipped_images"] == 1
+    assert res["cityscapes"]["miou_convention"] == "cityscapes"
+    assert "1 skipped" in summary.lines()[0]
+    with pytest.raises(ValueError, match="no benchmark to score"):
+        run(eval_cfg(tmp_path, Path(""), synthetic=""))
 
 
 def test_predict_whole_and_sliding_shapes():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from train.clip import _dense_block, dense_features, encode_texts, load_clip
 from train.prompts import PromptLearner
@@ -19,20 +20,98 @@ def test_load_clip_missing_path_names_key_and_path(tmp_path):
         load_clip("TinyCLIP-ViT-8", missing)
 
 
+def official_dense(visual, images: torch.Tensor) -> torch.Tensor:
+    """The official PixelCLIP ``forward_dense`` restated from the raw weights, in its own
+    layout (tokens first): the last block's value path through the output projection for
+    every token, plus the block's input at the class token, then QuickGELU's MLP."""
+    x = visual.conv1(images).flatten(2).permute(2, 0, 1)  # (L, N, C)
+    cls = visual.class_embedding.view(1, 1, -1).expand(1, x.shape[1], -1)
+    x = torch.cat([cls, x])
+    old, new = visual.grid_size[0], round((x.shape[0] - 1) ** 0.5)
+    pos = visual.positional_embedding
+    grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    x = x + torch.cat([pos[:1], grid[0].reshape(pos.shape[1], -1).t()])[:, None]
+    x = visual.ln_pre(x)
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x.transpose(0, 1)).transpose(0, 1)
+    last = blocks[-1]
+    width = x.shape[-1]
+    qkv = F.linear(F.layer_norm(x, (width,), last.ln_1.weight, last.ln_1.bias, 1e-5),
+                   last.attn.in_proj_weight, last.attn.in_proj_bias)
+    v = F.linear(qkv[..., 2 * width:], last.attn.out_proj.weight, last.attn.out_proj.bias)
+    v = v + x[:1]
+    h = F.layer_norm(v, (width,), last.ln_2.weight, last.ln_2.bias, 1e-5)
+    h = F.linear(h, last.mlp.c_fc.weight, last.mlp.c_fc.bias)
+    v = v + F.linear(h * torch.sigmoid(1.702 * h), last.mlp.c_proj.weight, last.mlp.c_proj.bias)
+    out = F.layer_norm(v, (width,), visual.ln_post.weight, visual.ln_post.bias, 1e-5)
+    out = (out @ visual.proj)[1:].permute(1, 2, 0)
+    return out.reshape(out.shape[0], -1, new, new)
+
+
 def test_dense_features_any_resolution(bundle):
     visual = bundle.model.visual
-    assert dense_features(visual, torch.randn(2, 3, 64, 64)).shape == (2, 128, 8, 8)
-    assert dense_features(visual, torch.randn(1, 3, 96, 40)).shape == (1, 128, 12, 5)
+    square = torch.randn(2, 3, 64, 64)
+    assert dense_features(visual, square).shape == (2, 128, 8, 8)
+    tall = dense_features(visual, torch.randn(1, 3, 96, 40))
+    assert tall.shape == (1, 128, 12, 5) and torch.isfinite(tall).all()
     with pytest.raises(ValueError, match="divisible"):
         dense_features(visual, torch.randn(1, 3, 60, 64))
+    with torch.no_grad():  # at the pretraining size no position is interpolated
+        ref = dense_features(visual, square[:1])
+        assert torch.allclose(dense_features(visual, square)[:1], ref, atol=1e-5)
 
 
-def test_dense_block_is_the_block_without_token_mixing(bundle):
-    """Attention restricted to the diagonal reduces to the value path: they must agree."""
+def test_dense_block_maskclip_is_the_block_without_token_mixing(bundle):
+    """Attention restricted to the diagonal is the value path with each token's residual."""
     block = bundle.model.visual.transformer.resblocks[-1]
     x = torch.randn(2, 17, 128)
     diagonal = torch.full((17, 17), float("-inf")).fill_diagonal_(0.0)
-    assert torch.allclose(block(x, attn_mask=diagonal), _dense_block(block, x), atol=1e-5)
+    want = block(x, attn_mask=diagonal)
+    assert torch.allclose(want, _dense_block(block, x, "maskclip"), atol=1e-5)
+    assert not torch.allclose(want, _dense_block(block, x, "pixelclip"), atol=1e-2)
+    with pytest.raises(ValueError, match="dense mode"):
+        _dense_block(block, x, "clear")
+
+
+def test_dense_features_equal_the_official_path_on_vit_b16_quickgelu():
+    """ViT-B/16 with OpenAI's activation (QuickGELU), random weights, at the paper's 320²."""
+    torch.manual_seed(0)
+    visual = load_clip("ViT-B-16-quickgelu", "").model.visual
+    images = torch.randn(1, 3, 320, 320)
+    with torch.no_grad():
+        want = official_dense(visual, images)
+        got = dense_features(visual, images)
+        other = dense_features(visual, images, "maskclip")
+    assert got.shape == (1, 512, 20, 20)
+    assert (got - want).abs().max() < 1e-4 * want.abs().max()
+    cosine = F.cosine_similarity(other, want, dim=1).mean()
+    assert cosine < 0.5  # the per-token residual is another feature altogether
+
+
+def test_convnext_dense_features_are_its_head_at_every_location():
+    """ConvNeXt-B (open_clip convnext_base_w_320, random weights): the trunk's last feature
+    map, the head's norm and projection per location, stride 32. On a one-cell map this is
+    exactly the tower's pooled embedding."""
+    from train.clip import grid_size, stride
+
+    torch.manual_seed(0)
+    visual = load_clip("convnext_base_w_320", "").model.visual
+    assert stride(visual) == 32 and grid_size(visual, 640) == 20
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        got = dense_features(visual, images)
+        feats = visual.trunk.forward_features(images).permute(0, 2, 3, 1)
+        norm = visual.trunk.head.norm
+        want = F.layer_norm(feats, feats.shape[-1:], norm.weight, norm.bias, norm.eps)
+        want = (want @ visual.head.proj.weight.t()).permute(0, 3, 1, 2)
+        pooled = visual(images[..., :32, :32])
+        single = dense_features(visual, images[..., :32, :32])
+    assert got.shape == (1, 640, 2, 3) and torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(single[:, :, 0, 0], pooled, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        dense_features(visual, torch.randn(1, 3, 48, 64))
 
 
 def test_encode_texts_normalised(bundle):
@@ -75,3 +154,37 @@ def test_prompt_learner_matches_encode_text_for_real_tokens(bundle):
     want = encode_texts(model, tok, ["a photo of a red car."])
     assert got.shape == (2, 128)
     assert torch.allclose(got[0], want[0], atol=1e-5)
+
+
+def test_weights_of_the_other_activation_and_foreign_files_are_one_line_errors(tmp_path):
+    import json
+
+    from config import ConfigError
+    from train.clip import write_weights_info
+
+    with pytest.raises(ConfigError, match="train.clip_pretrained: 'openai' was trained with "
+                       "QuickGELU but train.clip_model 'ViT-B-16' builds GELU; use "
+                       "'ViT-B-16-quickgelu'"):
+        load_clip("ViT-B-16", "openai")  # refused before any download is tried
+    path = tmp_path / "final.pt"
+    torch.save(load_clip("TinyCLIP-ViT-8", "").model.state_dict(), path)
+    info = write_weights_info(path, "TinyCLIP-ViT-8", "")
+    assert json.loads(info.read_text())["quick_gelu"] is False
+    assert load_clip("TinyCLIP-ViT-8", str(path), key="evaluate.baseline").model is not None
+    info.write_text(json.dumps({"open_clip_model": "TinyCLIP-ViT-8-quickgelu",
+                                "quick_gelu": True}))
+    with pytest.raises(ConfigError, match="evaluate.baseline: .*final.pt .per final.json. was "
+                       "trained with QuickGELU but evaluate.clip_model 'TinyCLIP-ViT-8'"):
+        load_clip("TinyCLIP-ViT-8", str(path), key="evaluate.baseline")
+    with pytest.raises(ConfigError, match="evaluate.clip_model: unknown open_clip model 'Nope'"):
+        load_clip("Nope", "", key="evaluate.baseline")
+    for content in (b"garbage", None):
+        bad = tmp_path / "bad.pt"
+        if content is None:  # a training checkpoint is not a model state dict
+            torch.save({"model": {}, "step": 3}, bad)
+        else:
+            bad.write_bytes(content)
+        with pytest.raises(ValueError, match=r"evaluate.checkpoint: .*bad.pt is not an open_clip "
+                           r"TinyCLIP-ViT-8 state dict \(") as info_:
+            load_clip("TinyCLIP-ViT-8", str(bad), key="evaluate.checkpoint")
+        assert "\n" not in str(info_.value)

@@ -1,15 +1,43 @@
-"""The training stream: infinite, split across ranks, jointly augmented, padded batches."""
+"""The training stream: infinite, split across ranks, jointly augmented, compact masks."""
 
 import numpy as np
+import pytest
 import torch
 
 from config import TrainParams
+from shards import rle
 from shards.reader import list_shards
-from train.data import batches, make_stream, prepare
+from train.augment import draw_geometry, resized_shape
+from train.data import (
+    NoGoodSamples,
+    batches,
+    collate,
+    expand_masks,
+    make_stream,
+    prepare,
+    reference_masks,
+)
 
 
 def _cfg(**kw) -> TrainParams:
-    return TrainParams(clip_resolution=32, mask_resolution=16, shuffle_buffer=4, **kw)
+    return TrainParams(**{"clip_resolution": 32, "mask_resolution": 16, "shuffle_buffer": 4,
+                          **kw})
+
+
+def _official(**kw) -> TrainParams:
+    return TrainParams(**{"crop": "official", "color_aug_ssd": True, "strong_aug": True,
+                          "jitter": 0.5, "hue_jitter": 0.25, "blur_sigma": (0.1, 2.0),
+                          "antialias": False, "clip_resolution": 320, "mask_resolution": 256,
+                          **kw})
+
+
+def _sample(rng, height, width, count) -> dict:
+    masks = np.zeros((count, height, width), bool)
+    for m in masks:
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        m[y:y + rng.integers(1, height // 2), x:x + rng.integers(1, width // 2)] = True
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return {"image": image, "masks": masks, "rles": rle.encode(masks)}
 
 
 def test_batches_are_padded_and_resized(shard_dir):
@@ -18,28 +46,97 @@ def test_batches_are_padded_and_resized(shard_dir):
         batch = next(data)
     assert batch["teacher"].shape == (3, 3, 32, 32) and batch["teacher"].dtype == torch.uint8
     assert batch["student"].shape == (3, 3, 32, 32)
-    masks, valid = batch["masks"], batch["valid"]
+    masks, valid = expand_masks(batch, max_masks=512)
     assert masks.shape[:2] == valid.shape and masks.shape[-2:] == (16, 16)
+    assert valid.sum(1).tolist() == [int(v) for v in valid.sum(1)] and valid.any(1).all()
     assert not masks[~valid].any()
-    assert (masks[valid].flatten(1).sum(1) > 1).all()
+    area = masks.flatten(2).sum(2)
+    assert (area[valid] > 1).all()
+    assert all((a[v][:-1] >= a[v][1:]).all() for a, v in zip(area, valid, strict=True))
+    few, few_valid = expand_masks(batch, max_masks=2)
+    assert few_valid.sum(1).max() == 2 and torch.equal(few, masks[:, :2] & few_valid[..., None,
+                                                                                       None])
 
 
 def test_same_seed_same_stream(shard_dir):
     a = next(batches(_cfg(), list_shards(shard_dir), 2, seed=5))
     b = next(batches(_cfg(), list_shards(shard_dir), 2, seed=5))
+    c = next(batches(_cfg(), list_shards(shard_dir), 2, seed=6))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["teacher"], c["teacher"])
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_masks_sampled_from_runs_equal_the_full_decode_path(official):
+    """The loader never decodes a full-size mask, yet gives the masks of decoding all of them,
+    resizing, cropping, flipping and resizing again (the plain path), bit for bit."""
+    rng = np.random.default_rng(0)
+    cfg = _official() if official else _cfg(strong_aug=True)
+    sizes = [(750, 1125, 40), (889, 1333, 300), (300, 200, 5)] if official else [
+        (128, 128, 12), (40, 90, 300), (64, 20, 3)]
+    samples, expected = [], []
+    for height, width, count in sizes:
+        sample = _sample(rng, height, width, count)
+        seed = int(rng.integers(1 << 30))
+        samples.append(prepare(sample, np.random.default_rng(seed), cfg))
+        geom = draw_geometry(height, width, np.random.default_rng(seed), cfg)
+        expected.append(reference_masks(sample["masks"], geom, samples[-1]["keep"],
+                                        cfg.max_masks))
+    masks, valid = expand_masks(collate(samples), cfg.max_masks)
+    for got, ok, want in zip(masks, valid, expected, strict=True):
+        assert want.shape[0] > 0 and torch.equal(got[ok], want)
 
 
 def test_cutout_is_removed_from_masks():
-    image = np.full((64, 64, 3), 200, np.uint8)
-    masks = np.ones((1, 64, 64), bool)
+    image = np.full((32, 32, 3), 200, np.uint8)  # the view is the image: no resize blurs it
+    masks = np.ones((1, 32, 32), bool)
     cfg = _cfg(strong_aug=True, cutout=(0.5, 0.5), jitter=0.0, grayscale_p=0.0, blur_p=0.0,
                crop_scale=(1.0, 1.0))
-    out = prepare({"image": image, "masks": masks}, np.random.default_rng(0), cfg)
+    out = prepare({"image": image, "rles": rle.encode(masks)}, np.random.default_rng(0), cfg)
     black = (out["student"] == 0).all(dim=0)  # (32, 32) cutout in the student view
     assert black.sum() == 16 * 16 and (out["teacher"] == 200).all()
     hole = torch.nn.functional.interpolate(black[None, None].float(), size=(16, 16))[0, 0] > 0
-    assert not out["masks"][0][hole].any() and out["masks"][0][~hole].all()
+    got, _ = expand_masks(collate([out]), 512)
+    assert not got[0, 0][hole].any() and got[0, 0][~hole].all()
+
+
+def test_official_geometry_is_a_640_crop_of_the_1024_short_side_image():
+    """detectron2's ResizeShortestEdge(1024, max 1333) then a 640² crop, flipped half the time:
+    an SA-1B image (1500 x 2250) is seen at 889 x 1333, whatever size the shard stores."""
+    cfg = _official()
+    assert resized_shape(1500, 2250, 1024, 1333) == (889, 1333)
+    assert resized_shape(683, 1024, 1024, 1333) == (889, 1333)
+    assert resized_shape(1024, 1024, 1024, 1333) == (1024, 1024)
+    rng = np.random.default_rng(0)
+    geoms = [draw_geometry(750, 1125, rng, cfg) for _ in range(2000)]
+    assert {g.size for g in geoms} == {(889, 1333)}
+    boxes = np.array([g.box for g in geoms])
+    assert (boxes[:, 2:] == 640).all()
+    assert boxes[:, 0].min() == 0 and boxes[:, 0].max() == 889 - 640
+    assert boxes[:, 1].min() < 10 and boxes[:, 1].max() > 1333 - 640 - 10
+    assert abs(boxes[:, 1].mean() - (1333 - 640) / 2) < 15
+    assert 0.45 < np.mean([g.flip for g in geoms]) < 0.55
+    # a mask pixel comes from the stored pixel under its centre: a one-column stripe at x
+    # of the stored image lands at x * 1333 / 1125 (+ the pixel's extent) in the resized one
+    geom = geoms[0]
+    rows, cols = geom.mask_indices(256)
+    assert rows.min() >= 0 and rows.max() < 750 and cols.max() < 1125
+    y0, x0, _, _ = geom.box
+    expect = ((x0 + np.arange(640) + 0.5) * 1125 / 1333).astype(int)
+    view_cols = expect[::-1] if geom.flip else expect
+    assert np.array_equal(cols, view_cols[np.floor(np.arange(256) * 2.5).astype(int)])
+
+
+def test_colour_goes_to_the_shared_view_and_the_strong_view_on_top():
+    rng = np.random.default_rng(1)
+    sample = _sample(rng, 700, 900, 4)
+    out = prepare(sample, np.random.default_rng(2), _official(cutout=(0.0, 0.0)))
+    assert out["teacher"].shape == out["student"].shape == (3, 320, 320)
+    plain = prepare(sample, np.random.default_rng(2), _official(
+        cutout=(0.0, 0.0), color_aug_ssd=False, strong_aug=False))
+    assert not torch.equal(out["teacher"], out["student"])
+    assert not torch.equal(plain["teacher"], out["teacher"])  # ColorAugSSD on the shared view
+    assert torch.equal(plain["teacher"], plain["student"])
 
 
 def test_ranks_read_disjoint_shards(shard_dir, monkeypatch):
@@ -50,3 +147,18 @@ def test_ranks_read_disjoint_shards(shard_dir, monkeypatch):
         stream = iter(make_stream(list_shards(shard_dir), 0, 0, num_workers=0, world_size=2))
         keys.append({next(stream)["key"] for _ in range(20)})
     assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_folder_where_nothing_decodes_stops_with_one_line(tmp_path, workers):
+    import webdataset as wds
+
+    for i in range(3):
+        with wds.TarWriter(str(tmp_path / f"train-{i:06d}.tar")) as sink:
+            for j in range(4):
+                sink.write({"__key__": f"s{i}{j}", "jpg": b"not a jpeg", "masks.json": b"{}"})
+    data = batches(_cfg(num_workers=workers), list_shards(tmp_path), 2, seed=0)
+    with pytest.raises(NoGoodSamples) as info:
+        next(data)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path) in message and "decodes" in message

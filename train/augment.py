@@ -1,19 +1,92 @@
-"""Augmentations: a joint random resized crop of image and masks, and the student's strong view.
+"""Training views: where the crop comes from (geometry) and what colour does to it.
 
-The strong view follows the official loader (colour jitter with p 0.8, greyscale p 0.2,
-Gaussian blur p 0.5, one cutout), with strengths taken from params: in the synthetic world hue
-identifies classes, so the default hue jitter is 0.
+A view is drawn once per sample and applied to the image and, as nearest-neighbour sample
+positions, to the masks, so both stay aligned without ever resizing a full-size mask. Two
+geometries (``train.crop``): ``random_resized`` (a random box of ``crop_scale`` of the area,
+aspect 3:4-4:3, the embedded default) and ``official`` (the official SA-1B mapper: short side
+resized to ``resize_short`` with the long side at most ``resize_max``, then a random
+``crop_size``² crop). Colour follows the official mapper: ColorAugSSD on the shared (teacher)
+view, then the student's strong view; docs/method.md lists what is official and what is not.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from config import TrainParams
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A crop of the image after an optional resize, then an optional horizontal flip.
+
+    ``size`` is the (resized) image the crop box ``(y0, x0, h, w)`` refers to; ``source`` is the
+    stored image's size. Masks are sampled from the stored image by nearest neighbour.
+    """
+
+    source: tuple[int, int]
+    size: tuple[int, int]
+    box: tuple[int, int, int, int]
+    flip: bool
+
+    def mask_indices(self, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stored-image row and column of every pixel of the ``resolution``² mask view.
+
+        The view is the crop, flipped, then resized with ``F.interpolate(mode="nearest")``;
+        a resized pixel comes from the stored pixel under its centre (PIL's nearest resize, as
+        detectron2 resizes masks).
+        """
+        y0, x0, h, w = self.box
+        rows = y0 + nearest_index(resolution, h)
+        cols = nearest_index(resolution, w)
+        cols = x0 + (w - 1 - cols if self.flip else cols)
+        return (_centre_source(rows, self.size[0], self.source[0]),
+                _centre_source(cols, self.size[1], self.source[1]))
+
+    def view_indices(self, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column in the (flipped) crop view of every pixel of the mask view."""
+        _, _, h, w = self.box
+        return nearest_index(resolution, h), nearest_index(resolution, w)
+
+
+def nearest_index(out_size: int, in_size: int) -> np.ndarray:
+    """Input index of each output index of a 1-d ``F.interpolate(mode="nearest")``."""
+    grid = torch.arange(in_size, dtype=torch.float64).view(1, 1, -1)
+    return F.interpolate(grid, size=out_size, mode="nearest")[0, 0].long().numpy()
+
+
+def _centre_source(index: np.ndarray, size: int, source: int) -> np.ndarray:
+    if size == source:
+        return index
+    return np.minimum(((index + 0.5) * (source / size)).astype(np.int64), source - 1)
+
+
+def draw_geometry(height: int, width: int, rng: np.random.Generator,
+                  cfg: TrainParams) -> Geometry:
+    """A random crop and flip of an image of ``(height, width)`` under ``cfg.crop``."""
+    if cfg.crop == "official":
+        size = resized_shape(height, width, cfg.resize_short, cfg.resize_max)
+        h, w = min(size[0], cfg.crop_size), min(size[1], cfg.crop_size)
+        box = (int(rng.integers(0, size[0] - h + 1)), int(rng.integers(0, size[1] - w + 1)), h, w)
+    else:
+        size = (height, width)
+        box = crop_box(height, width, rng, cfg.crop_scale)
+    return Geometry((height, width), size, box, bool(rng.random() < 0.5))
+
+
+def resized_shape(height: int, width: int, short: int, longest: int) -> tuple[int, int]:
+    """detectron2's ``ResizeShortestEdge``: short side to ``short``, long side at most
+    ``longest`` (0 = no limit), each rounded half up."""
+    scale = short / min(height, width)
+    if longest and max(height, width) * scale > longest:
+        scale = longest / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def crop_box(height: int, width: int, rng: np.random.Generator,
@@ -32,52 +105,115 @@ def crop_box(height: int, width: int, rng: np.random.Generator,
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def joint_crop(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator,
-               scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """The same random crop of ``image (H, W, 3)`` and ``masks (N, H, W)``."""
-    y0, x0, h, w = crop_box(image.shape[0], image.shape[1], rng, scale)
-    return image[y0:y0 + h, x0:x0 + w], masks[:, y0:y0 + h, x0:x0 + w]
+def crop_view(image: np.ndarray, geom: Geometry) -> np.ndarray:
+    """The geometry's crop of an RGB ``(H, W, 3)`` image, resized first where it says so
+    (bilinear up, area down), flipped where it says so."""
+    if geom.size != geom.source:
+        up = geom.size[0] >= geom.source[0]
+        image = cv2.resize(image, geom.size[::-1],
+                           interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
+    y0, x0, h, w = geom.box
+    view = image[y0:y0 + h, x0:x0 + w]
+    return view[:, ::-1] if geom.flip else view
 
 
-def _jitter(img: np.ndarray, rng: np.random.Generator, strength: float, hue: float) -> np.ndarray:
-    """Brightness, contrast, saturation (factors in 1 ± strength) and hue (± hue turns)."""
-    out = img * rng.uniform(1 - strength, 1 + strength)
-    grey = out @ np.array([0.299, 0.587, 0.114], np.float32)
-    out = (out - grey.mean()) * rng.uniform(1 - strength, 1 + strength) + grey.mean()
-    grey = (out @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    out = (out - grey) * rng.uniform(1 - strength, 1 + strength) + grey
-    out = np.clip(out, 0, 255)
-    if hue > 0:
-        hsv = cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_RGB2HSV)
-        shift = int(round(rng.uniform(-hue, hue) * 180))
-        hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 180
-        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
-    return out
+def to_chw(view: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 → contiguous ``(3, H, W)`` uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1).contiguous()
 
 
-def strong_view(image: torch.Tensor, rng: np.random.Generator, cfg: TrainParams) -> torch.Tensor:
-    """uint8 ``(3, H, W)`` → the strongly augmented student view (same geometry)."""
-    img = image.permute(1, 2, 0).numpy().astype(np.float32)
-    if rng.random() < 0.8:
+def resize_view(view: np.ndarray, resolution: int, antialias: bool) -> torch.Tensor:
+    """uint8 ``(h, w, 3)`` → uint8 ``(3, resolution, resolution)``, bilinear (half-pixel
+    centres). With ``antialias`` torch's antialiased filter; without, plain bilinear sampling,
+    as ``F.interpolate(mode="bilinear")`` computes it (cv2's version of it: 10x faster)."""
+    if not antialias:
+        if view.shape[:2] == (resolution, resolution):
+            return to_chw(view)
+        size = (resolution, resolution)
+        return to_chw(cv2.resize(np.ascontiguousarray(view), size, interpolation=cv2.INTER_LINEAR))
+    out = F.interpolate(to_chw(view)[None].float(), size=(resolution, resolution),
+                        mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def color_aug_ssd(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """detectron2's ColorAugSSD on uint8 ``(H, W, 3)``: brightness ±32, then contrast
+    0.5-1.5 before or after saturation 0.5-1.5 and hue ±18 (of 180), each with p 0.5."""
+    if rng.random() < 0.5:
+        img = _affine(img, 1.0, rng.uniform(-32, 32))
+    contrast_first = rng.random() < 0.5
+    if contrast_first and rng.random() < 0.5:
+        img = _affine(img, rng.uniform(0.5, 1.5), 0.0)
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = _affine(hsv[..., 1], rng.uniform(0.5, 1.5), 0.0)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if rng.random() < 0.5:
+        img = _shift_hue(img, int(rng.integers(-18, 19)))
+    if not contrast_first and rng.random() < 0.5:
+        img = _affine(img, rng.uniform(0.5, 1.5), 0.0)
+    return img
+
+
+def _affine(img: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``clip(img * alpha + beta)`` truncated to uint8, as ColorAugSSD converts."""
+    out = img.astype(np.float32)
+    out *= alpha
+    out += beta
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
+def _shift_hue(img: np.ndarray, shift: int) -> np.ndarray:
+    """Hue turned by ``shift`` of OpenCV's 180 steps (uint8 HSV, as ColorAugSSD does)."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = _HUE_TABLES[shift % 180][hsv[..., 0]]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+_HUE_TABLES = (np.arange(180)[None, :] + np.arange(180)[:, None]).astype(np.uint8) % 180
+
+
+def strong_view(img: np.ndarray, rng: np.random.Generator, cfg: TrainParams) -> np.ndarray:
+    """The student's strong view of uint8 ``(H, W, 3)``: colour jitter (random order, p
+    ``jitter_p``), greyscale (p ``grayscale_p``), Gaussian blur (p ``blur_p``, σ in view
+    pixels): torchvision's ColorJitter and RandomGrayscale and PIL's blur, in OpenCV."""
+    if rng.random() < cfg.jitter_p:
         img = _jitter(img, rng, cfg.jitter, cfg.hue_jitter)
     if rng.random() < cfg.grayscale_p:
-        img = np.repeat(img @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(img.shape)
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     if rng.random() < cfg.blur_p:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(*cfg.blur_sigma)))
-    out = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+    return img
 
 
-def cutout(image: torch.Tensor, rng: np.random.Generator, size: tuple[float, float]
-           ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Black out one box with sides in ``size`` fractions → image, box ``(y0, y1, x0, x1)``."""
-    _, height, width = image.shape
+def _jitter(img: np.ndarray, rng: np.random.Generator, strength: float,
+            hue: float) -> np.ndarray:
+    """Brightness, contrast, saturation (factors in 1 ± strength) and hue (± hue turns) in a
+    random order, as torchvision's ColorJitter defines them (PIL's ImageEnhance blends with
+    black, the mean grey level, the grey image); an operation of strength 0 is skipped."""
+    for i in rng.permutation(4):
+        if i < 3 and strength > 0:
+            f = float(rng.uniform(max(0.0, 1 - strength), 1 + strength))
+            if i == 0:
+                img = cv2.addWeighted(img, f, img, 0.0, 0.0)
+            elif i == 1:
+                mean = float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
+                img = cv2.addWeighted(img, f, img, 0.0, (1 - f) * int(mean + 0.5))
+            else:
+                grey = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+                img = cv2.addWeighted(img, f, grey, 1 - f, 0.0)
+        elif i == 3 and hue > 0:
+            img = _shift_hue(img, int(round(rng.uniform(-hue, hue) * 180)))
+    return img
+
+
+def cutout_box(height: int, width: int, rng: np.random.Generator,
+               size: tuple[float, float]) -> tuple[int, int, int, int] | None:
+    """One box ``(y0, y1, x0, x1)`` with sides in ``size`` fractions, inside the view."""
     if size[1] <= 0:
-        return image, (0, 0, 0, 0)
+        return None
     h = max(1, int(height * rng.uniform(*size)))
     w = max(1, int(width * rng.uniform(*size)))
     y0 = int(rng.integers(0, height - h + 1))
     x0 = int(rng.integers(0, width - w + 1))
-    image = image.clone()
-    image[:, y0:y0 + h, x0:x0 + w] = 0
-    return image, (y0, y0 + h, x0, x0 + w)
+    return y0, y0 + h, x0, x0 + w

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from train.clip import write_weights_info
 from train.optim import atomic_save
 from train.prompts import PromptLearner, prompt_record
 
@@ -63,11 +64,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def export(out: str | Path, clip: nn.Module, prompts: PromptLearner) -> tuple[Path, Path]:
-    """Write ``final.pt`` (open_clip state dict) and ``prompts.pt`` beside it."""
+def export(out: str | Path, clip: nn.Module, prompts: PromptLearner, name: str,
+           origin: str) -> tuple[Path, Path]:
+    """Write ``final.pt`` (open_clip state dict of model ``name``, with ``final.json`` saying
+    so and where training started from) and ``prompts.pt`` beside it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in clip.state_dict().items()}
     atomic_save(state, out / "final.pt")
+    write_weights_info(out / "final.pt", name, origin)
     atomic_save(prompt_record(prompts, clip), out / "prompts.pt")
     return out / "final.pt", out / "prompts.pt"

@@ -1,23 +1,28 @@
 """open_clip models as this project uses them: loading, dense features, text features.
 
-Dense features follow METHOD.md §2: every block but the last runs as open_clip defines it; the
-last block runs in "dense" (value-path) mode, where a token never attends to another one: its
-normalised input goes through the value projection and the attention output projection, then
-the residual and the MLP. ``ln_post`` and the visual projection then apply to every token, so
-each patch gets an embedding in the joint image-text space (MaskCLIP-style). Positional
-embeddings are interpolated bicubically so any input size divisible by the patch size works.
-Nothing of open_clip's model code is copied or patched: the modules are called piece by piece.
+Dense features (docs/method.md): a ViT runs every block but the last as open_clip defines it
+and the last in a dense mode where no token attends to another; ``ln_post`` and the visual
+projection then apply to every patch token. A timm tower (ConvNeXt) applies its head's norm and
+projection at every location. Positional embeddings are interpolated bicubically, so any input
+size divisible by the tower's stride works. No open_clip code is copied or patched: the
+modules are called piece by piece.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import json
+import logging
+import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from config import DENSE_MODES, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 _REGISTERED = False
@@ -54,21 +59,90 @@ def load_clip(name: str, pretrained: str = "", device: str | torch.device = "cpu
               *, key: str = "train.clip_pretrained") -> CLIPBundle:
     """An open_clip model in eval mode: random init (``""``), an open_clip tag, or a local file.
 
-    A path-looking ``pretrained`` that does not exist raises ``FileNotFoundError`` naming the
-    params ``key`` and the path.
+    Every problem is one line naming the params ``key``: a missing file, a file that is not a
+    state dict of ``name``, or weights trained with another activation than ``name`` builds
+    (OpenAI's weights need QuickGELU: ``ViT-B-16-quickgelu``, not ``ViT-B-16``).
     """
     import open_clip
 
     register_model_configs()
+    model_key = f"{key.split('.')[0]}.clip_model" if "." in key else "--model"
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise ConfigError(f"{model_key}: unknown open_clip model '{name}'")
     if pretrained and looks_like_path(pretrained) and not Path(pretrained).is_file():
         raise FileNotFoundError(f"{key}: checkpoint not found: {pretrained}")
-    model, _, _ = open_clip.create_model_and_transforms(
-        name, pretrained=pretrained or None, device=device)
+    check_activation(name, bool(config.get("quick_gelu", False)), pretrained, key, model_key)
+    try:
+        with _quiet_random_init(not pretrained):
+            model, _, _ = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained or None, device=device)
+    except (RuntimeError, KeyError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        if not pretrained or not looks_like_path(pretrained):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{key}: {pretrained} is not an open_clip {name} state dict "
+                         f"({first})") from None
     model.eval()
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
     return CLIPBundle(model, open_clip.get_tokenizer(name), mean, std)
+
+
+@contextlib.contextmanager
+def _quiet_random_init(quiet: bool) -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded" warning when random init is asked."""
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def weights_info_path(path: str | Path) -> Path:
+    """The JSON beside a weights file that says what it is (``final.pt`` → ``final.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def write_weights_info(path: str | Path, name: str, origin: str) -> Path:
+    """Record beside a weights file the open_clip model it belongs to and its activation."""
+    import open_clip
+
+    register_model_configs()
+    quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    info = weights_info_path(path)
+    info.write_text(json.dumps({"open_clip_model": name, "quick_gelu": quick,
+                                "pretrained": origin}, indent=2) + "\n")
+    return info
+
+
+def check_activation(name: str, quick_gelu: bool, pretrained: str, key: str,
+                     model_key: str) -> None:
+    """Refuse weights whose origin says they were trained with the other activation: an
+    open_clip tag (its registry knows), or a file with a :func:`write_weights_info` record."""
+    import open_clip
+
+    trained = None
+    if pretrained and not looks_like_path(pretrained):
+        trained = open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu")
+        origin = f"'{pretrained}'"
+    elif pretrained and weights_info_path(pretrained).is_file():
+        try:
+            info = json.loads(weights_info_path(pretrained).read_text())
+            trained = info.get("quick_gelu") if isinstance(info, dict) else None
+        except (ValueError, UnicodeDecodeError):
+            trained = None
+        origin = f"{pretrained} (per {weights_info_path(pretrained).name})"
+    if trained is None or bool(trained) == quick_gelu:
+        return
+    act = {True: "QuickGELU", False: "GELU"}
+    hint = f"{name}-quickgelu" if trained else name.removesuffix("-quickgelu")
+    raise ConfigError(f"{key}: {origin} was trained with {act[bool(trained)]} but "
+                      f"{model_key} '{name}' builds {act[quick_gelu]}; use '{hint}'")
 
 
 def interpolate_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
@@ -94,28 +168,57 @@ def _tokens(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tupl
     return visual.ln_pre(x + pos.to(x.dtype)), grid
 
 
-def _dense_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The last residual block without token mixing: value path, out-projection, MLP."""
+def _dense_block(block: nn.Module, x: torch.Tensor, mode: str = "pixelclip") -> torch.Tensor:
+    """The last residual block without token mixing (batch-first ``x``, class token first).
+
+    Every token goes through the value projection and the attention output projection alone.
+    ``pixelclip`` (the official code) then adds the block's input *at the class token* to every
+    token; ``maskclip`` adds each token's own input. The MLP residual follows in both.
+    """
     attn = block.attn
     width = x.shape[-1]
     w_v = attn.in_proj_weight[2 * width:]
     b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
     v = F.linear(block.ln_1(x), w_v, b_v)
     v = getattr(attn, "ln_inner", nn.Identity())(v)
-    out = attn.out_proj(v)
-    out = getattr(block, "ln_attn", nn.Identity())(out)
-    x = x + block.ls_1(out)
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    out = block.ls_1(getattr(block, "ln_attn", nn.Identity())(attn.out_proj(v)))
+    if mode == "pixelclip":
+        y = x[:, :1] + out
+    elif mode == "maskclip":
+        y = x + out
+    else:
+        raise ValueError(f"dense mode must be one of {DENSE_MODES}, got {mode!r}")
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
 
 
-def dense_features(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Normalised images ``(B, 3, H, W)`` → joint-space features ``(B, D, H/p, W/p)``.
+def is_vit(visual: nn.Module) -> bool:
+    """Whether an open_clip image tower is a ViT (else a timm tower such as ConvNeXt)."""
+    return hasattr(visual, "transformer") and hasattr(visual, "conv1")
 
-    Not L2-normalised. H and W must be divisible by the patch size.
+
+def stride(visual: nn.Module) -> int:
+    """Pixels per feature-grid cell: the ViT patch size, or a timm trunk's total reduction."""
+    if is_vit(visual):
+        return int(visual.patch_size[0])
+    trunk = getattr(visual, "trunk", None)
+    if trunk is None or not hasattr(trunk, "feature_info"):
+        raise NotImplementedError(f"dense features of {type(visual).__name__} image towers")
+    return int(trunk.feature_info[-1]["reduction"])
+
+
+def dense_features(visual: nn.Module, images: torch.Tensor,
+                   mode: str = "pixelclip") -> torch.Tensor:
+    """Normalised images ``(B, 3, H, W)`` → joint-space features ``(B, D, H/s, W/s)``.
+
+    Not L2-normalised. H and W must be divisible by the tower's :func:`stride`. ViTs run
+    their last block in dense ``mode`` (:func:`_dense_block`); a timm tower (ConvNeXt) applies
+    its head's norm and the projection at every location of its last feature map.
     """
-    patch = visual.patch_size
-    if images.shape[-2] % patch[0] or images.shape[-1] % patch[1]:
-        raise ValueError(f"image size {tuple(images.shape[-2:])} not divisible by patch {patch}")
+    step = stride(visual)
+    if images.shape[-2] % step or images.shape[-1] % step:
+        raise ValueError(f"image size {tuple(images.shape[-2:])} not divisible by {step}")
+    if not is_vit(visual):
+        return _timm_dense(visual, images)
     if getattr(visual, "attn_pool", None) is not None:
         raise NotImplementedError("dense features of attention-pooled towers")
     x, (h, w) = _tokens(visual, images)
@@ -125,13 +228,18 @@ def dense_features(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
         x = x.transpose(0, 1)
     for block in blocks[:-1]:
         x = block(x)
-    x = _dense_block(blocks[-1], x)
-    if not batch_first:
-        x = x.transpose(0, 1)
+    x = _dense_block(blocks[-1], x if batch_first else x.transpose(0, 1), mode)
     x = visual.ln_post(x[:, 1:])
     if visual.proj is not None:
         x = x @ visual.proj
     return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+def _timm_dense(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """timm trunk features → the head's norm → ``visual.head`` per location: ``(B, D, h, w)``."""
+    feats = visual.trunk.forward_features(images)
+    feats = visual.trunk.head.norm(feats)
+    return visual.head(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
@@ -151,4 +259,4 @@ def normalise(images: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
 
 def grid_size(visual: nn.Module, resolution: int) -> int:
     """Feature-grid side for a square input of ``resolution`` pixels."""
-    return int(math.floor(resolution / visual.patch_size[0]))
+    return resolution // stride(visual)

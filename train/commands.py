@@ -48,4 +48,24 @@ def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, de
         click.echo(f"train: {summary.line()}")
 
 
-COMMANDS: list[click.Command] = [pretrain, train]
+@click.command("export-weights")
+@click.option("--model", "clip_model", required=True, help="open_clip model name")
+@click.option("--pretrained", required=True, help="open_clip pretrained tag, e.g. openai")
+@click.option("--out", required=True, help="weights file to write (a .json beside says what)")
+def export_weights(clip_model, pretrained, out) -> None:
+    """Save an open_clip model's weights as a local file (on a machine with internet)."""
+    from pathlib import Path
+
+    from train.clip import load_clip, write_weights_info
+    from train.optim import atomic_save
+
+    if Path(out).exists():
+        raise FileExistsError(f"--out: {out} exists; remove it or choose another path")
+    bundle = load_clip(clip_model, pretrained, key="--pretrained")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(bundle.model.state_dict(), out)
+    info = write_weights_info(out, clip_model, pretrained)
+    click.echo(f"export-weights: {clip_model} ({pretrained}) → {out}, {info}")
+
+
+COMMANDS: list[click.Command] = [pretrain, train, export_weights]

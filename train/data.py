@@ -1,14 +1,21 @@
-"""Training data: shards → infinite decoded stream → joint crop/flip → strong view → padded batches.
+"""Training data: shards → infinite decoded stream → views and compact masks → batches.
 
 The stream is a list of webdataset stages (``make_stream``). Shards are split across DDP
 ranks (``split_by_node``) and dataloader workers (``split_by_worker``); each split then cycles
 through its shards forever in a freshly seeded order, so training counts steps, not epochs.
 When there are fewer shards than ranks × workers, every reader resamples shards with its own
 seed instead (webdataset ``ResampledShards``), which never runs dry.
+
+Masks never exist at their stored size here: each RLE is sampled straight at the view's
+nearest-neighbour grid (``rle.grid_toggles``) and travels as the positions where its value
+flips; :func:`expand_masks` turns a batch of them into dense masks on the training device.
+:func:`reference_masks` is the same result the plain way (decode, crop, flip, resize), for
+tests and ``bench/loader.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 
@@ -18,8 +25,23 @@ import torch.nn.functional as F
 import webdataset as wds
 
 from config import TrainParams
-from shards.reader import SkipCounter, decode_stage
-from train.augment import cutout, joint_crop, strong_view
+from shards import rle as rle_codec
+from shards.reader import SkipCounter, decode_sample, decode_stage
+from train.augment import (
+    Geometry,
+    color_aug_ssd,
+    crop_view,
+    cutout_box,
+    draw_geometry,
+    resize_view,
+    strong_view,
+)
+
+log = logging.getLogger(__name__)
+
+
+class NoGoodSamples(ValueError):
+    """A full pass over the shards gave no sample that decodes."""
 
 
 def reader_info() -> tuple[int, int, int, int]:
@@ -41,9 +63,46 @@ def repeat_shuffled(seed: int) -> Callable:
     return stage
 
 
+class FirstGood:
+    """Stops a stream that cannot give one good sample: until one sample of the folder has
+    decoded, each sample is tried as it leaves its tar (before any shuffle buffer), and once a
+    full pass over the shards has gone by without one, :class:`NoGoodSamples` says so."""
+
+    def __init__(self, folder: str, shards_per_pass: int, handler: SkipCounter) -> None:
+        self.folder, self.per_pass, self.handler = folder, shards_per_pass, handler
+        self.found = False
+
+    def urls(self, src: Iterator[dict]) -> Iterator[dict]:
+        """Stage on shard urls: raise once a pass is done and nothing was good."""
+        for seen, url in enumerate(src):
+            if not self.found and seen >= self.per_pass:
+                reasons = self.handler.reasons
+                why = f", e.g. {'; '.join(reasons)}" if reasons else " (the shards hold none)"
+                raise NoGoodSamples(f"train.shards: no sample of {self.folder} decodes in a "
+                                    f"full pass over its shards{why}")
+            yield url
+            if self.found:
+                yield from src
+                return
+
+    def samples(self, src: Iterator[dict]) -> Iterator[dict]:
+        """Stage on raw samples: try each one until one is good."""
+        for sample in src:
+            if not self.found:
+                try:
+                    decoded = decode_sample(sample, masks=False)
+                    rle_codec.check(decoded["rles"], *decoded["image"].shape[:2])
+                    self.found = True
+                except Exception as exc:  # noqa: BLE001 - recorded; the stream skips it later
+                    if len(self.handler.reasons) < self.handler.keep:
+                        self.handler.reasons.append(str(exc))
+            yield sample
+
+
 def make_stream(urls: list[str], seed: int, shuffle_buffer: int, num_workers: int,
-                world_size: int, handler: SkipCounter | None = None) -> wds.DataPipeline:
-    """Infinite stream of decoded samples ``{key, image, masks, record}`` (see module doc)."""
+                world_size: int, handler: SkipCounter | None = None,
+                masks: bool = True) -> wds.DataPipeline:
+    """Infinite stream of decoded samples ``{key, image, record, rles[, masks]}``."""
     if not urls:
         raise ValueError("train.shards: no shards to read")
     handler = handler or SkipCounter()
@@ -51,61 +110,151 @@ def make_stream(urls: list[str], seed: int, shuffle_buffer: int, num_workers: in
     if len(urls) >= readers:
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker,
                   repeat_shuffled(seed)]
+        per_pass = -(-len(urls) // readers)
     else:
         stages = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
-    stages.append(wds.tarfile_to_samples(handler=handler))
+        per_pass = len(urls)
+    first = FirstGood(str(urls[0]).rsplit("/", 1)[0], per_pass, handler)
+    stages += [first.urls, wds.tarfile_to_samples(handler=handler), first.samples]
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer // 2, seed=seed))
-    stages.append(lambda src: decode_stage(src, handler))
+    stages.append(lambda src: decode_stage(src, handler, masks))
     return wds.DataPipeline(*stages)
 
 
 def prepare(sample: dict, rng: np.random.Generator, cfg: TrainParams) -> dict:
-    """One decoded sample → teacher view, strong student view and masks, all resized."""
-    image, masks = joint_crop(sample["image"], sample["masks"], rng, cfg.crop_scale)
-    if rng.random() < 0.5:
-        image, masks = image[:, ::-1], masks[:, :, ::-1]
-    res, mres = cfg.clip_resolution, cfg.mask_resolution
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    teacher = F.interpolate(img, size=(res, res), mode="bilinear", antialias=True,
-                            align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-    m = torch.from_numpy(np.ascontiguousarray(masks))[None].to(torch.uint8)
-    m = F.interpolate(m, size=(mres, mres), mode="nearest")[0].bool()
-    student = teacher
+    """One decoded sample → teacher view, strong student view, and its masks sampled at the
+    mask view's grid (``toggles`` per mask, see :func:`expand_masks`)."""
+    image = sample["image"]
+    geom, out = make_views(image, rng, cfg)
+    out.update(sample_masks(sample["rles"], image.shape[:2], geom, cfg.mask_resolution))
+    return out
+
+
+def make_views(image: np.ndarray, rng: np.random.Generator,
+               cfg: TrainParams) -> tuple[Geometry, dict]:
+    """The view geometry of an RGB image and ``{teacher, student, keep}``: both views at
+    ``clip_resolution``, and where the mask view keeps pixels (not under the cutout)."""
+    geom = draw_geometry(image.shape[0], image.shape[1], rng, cfg)
+    view = np.ascontiguousarray(crop_view(image, geom))
+    if cfg.color_aug_ssd:
+        view = color_aug_ssd(view, rng)
+    student, box = view, None
     if cfg.strong_aug:
-        student = strong_view(teacher, rng, cfg)
-        student, box = cutout(student, rng, cfg.cutout)
-        y0, y1, x0, x1 = (round(v * mres / res) for v in box)
-        m[:, y0:y1, x0:x1] = False
-    area = m.flatten(1).sum(1)
-    order = torch.argsort(area, descending=True, stable=True)
-    order = order[area[order] > 1][: cfg.max_masks]  # drop masks ≤ 1 pixel, keep the largest
-    return {"teacher": teacher, "student": student, "masks": m[order]}
+        student = strong_view(view, rng, cfg)
+        box = cutout_box(view.shape[0], view.shape[1], rng, cfg.cutout)
+        if box is not None:
+            student = student.copy() if student is view else student
+            student[box[0]:box[1], box[2]:box[3]] = 0
+    res = cfg.clip_resolution
+    return geom, {"teacher": resize_view(view, res, cfg.antialias),
+                  "student": resize_view(student, res, cfg.antialias),
+                  "keep": keep_mask(geom, box, cfg.mask_resolution)}
 
 
-def prepare_stage(cfg: TrainParams, seed: int) -> Callable:
+def sample_masks(rles: list[dict], size: tuple[int, int], geom: Geometry,
+                 resolution: int) -> dict:
+    """RLEs of an image of ``size`` → their toggles at the geometry's ``resolution``² grid:
+    ``toggles`` (all masks), ``lengths`` (per mask) and ``columns`` (the sampled column of
+    each mask-view column; flips and repeats happen there)."""
+    rows, cols = geom.mask_indices(resolution)
+    unique, columns = np.unique(cols, return_inverse=True)
+    toggles, lengths = rle_codec.grid_toggles(rles, size[0], size[1], rows, unique)
+    return {"toggles": torch.from_numpy(toggles), "lengths": torch.from_numpy(lengths),
+            "columns": torch.from_numpy(columns.astype(np.int64))}
+
+
+def keep_mask(geom: Geometry, box: tuple[int, int, int, int] | None,
+              resolution: int) -> torch.Tensor:
+    """``(resolution, resolution)`` bool: False where the mask view samples the cutout."""
+    keep = torch.ones(resolution, resolution, dtype=torch.bool)
+    if box is not None:
+        rows, cols = geom.view_indices(resolution)
+        inside_r = torch.from_numpy((rows >= box[0]) & (rows < box[1]))
+        inside_c = torch.from_numpy((cols >= box[2]) & (cols < box[3]))
+        keep &= ~(inside_r[:, None] & inside_c[None, :])
+    return keep
+
+
+def prepare_stage(cfg: TrainParams, seed: int, handler: SkipCounter) -> Callable:
     """Stage: :func:`prepare` every sample with a generator seeded per reader."""
     def stage(src: Iterator[dict]) -> Iterator[dict]:
         rank, _, worker, _ = reader_info()
         rng = np.random.default_rng([seed, rank, worker])
         for sample in src:
-            yield prepare(sample, rng, cfg)
+            try:
+                yield prepare(sample, rng, cfg)
+            except ValueError as exc:  # masks that do not fit their image: skipped, counted
+                handler(ValueError(f"sample {sample['key']}: {exc}"))
     return stage
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack views; pad mask sets to the batch's largest count (``valid`` marks real masks)."""
-    count = max(1, max(s["masks"].shape[0] for s in samples))
-    size = samples[0]["masks"].shape[-2:]
-    masks = torch.zeros(len(samples), count, *size, dtype=torch.bool)
-    valid = torch.zeros(len(samples), count, dtype=torch.bool)
-    for i, s in enumerate(samples):
-        n = s["masks"].shape[0]
-        masks[i, :n] = s["masks"]
-        valid[i, :n] = True
+    """Stack views; concatenate every sample's compact masks (``counts``: masks per sample)."""
     return {"teacher": torch.stack([s["teacher"] for s in samples]),
             "student": torch.stack([s["student"] for s in samples]),
-            "masks": masks, "valid": valid}
+            "keep": torch.stack([s["keep"] for s in samples]),
+            "columns": torch.stack([s["columns"] for s in samples]),
+            "toggles": torch.cat([s["toggles"] for s in samples]),
+            "lengths": torch.cat([s["lengths"] for s in samples]),
+            "counts": torch.tensor([len(s["lengths"]) for s in samples])}
+
+
+def expand_masks(batch: dict, max_masks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compact masks of a collated batch (on any device) → ``masks (B, M, r, r)`` bool and
+    ``valid (B, M)``: cutout removed, masks of ≤ 1 pixel dropped, the ``max_masks`` largest
+    of each image kept, largest first (stable), padded with empty masks."""
+    keep, columns, counts = batch["keep"], batch["columns"], batch["counts"]
+    b, r = keep.shape[0], keep.shape[-1]
+    n = int(counts.sum())
+    device = keep.device
+    owner = torch.repeat_interleave(torch.arange(n, device=device), batch["lengths"])
+    flips = torch.zeros(n * r * r + 1, dtype=torch.uint8, device=device)
+    ones = torch.ones_like(owner, dtype=torch.uint8)
+    flips.index_put_((owner * (r * r) + batch["toggles"],), ones, accumulate=True)
+    # the parity of the flips so far is the value; uint8 sums wrap mod 256, parity survives
+    dense = flips[:-1].view(n, r * r).cumsum(dim=1, dtype=torch.uint8).bitwise_and_(1).bool()
+    image = torch.repeat_interleave(torch.arange(b, device=device), counts)
+    dense = dense.view(n, r, r).transpose(1, 2)  # (mask, row, sampled column)
+    dense = torch.gather(dense, 2, columns[image][:, None, :].expand(n, r, r)) & keep[image]
+    area = dense.flatten(1).sum(1)
+    order = torch.argsort(area, descending=True, stable=True)
+    order = order[torch.argsort(image[order], stable=True)]  # by image, largest first
+    order = order[area[order] > 1]
+    rank = torch.arange(order.numel(), device=device)
+    kept_counts = torch.bincount(image[order], minlength=b)
+    rank -= torch.repeat_interleave(torch.cumsum(kept_counts, 0) - kept_counts, kept_counts)
+    order, rank = order[rank < max_masks], rank[rank < max_masks]
+    width = max(1, int(rank.max()) + 1 if rank.numel() else 1)
+    masks = torch.zeros(b, width, r, r, dtype=torch.bool, device=device)
+    valid = torch.zeros(b, width, dtype=torch.bool, device=device)
+    masks[image[order], rank] = dense[order]
+    valid[image[order], rank] = True
+    return masks, valid
+
+
+def reference_masks(masks: np.ndarray, geom: Geometry, keep: torch.Tensor,
+                    max_masks: int) -> torch.Tensor:
+    """What :func:`expand_masks` gives for one image, the plain way: full-size masks
+    ``(N, H, W)`` resized, cropped and flipped as the geometry says, then resized to the
+    keep mask's size by ``F.interpolate(mode="nearest")``, cut out, filtered and sorted."""
+    if geom.size != geom.source:
+        index_r = _centre(geom.size[0], geom.source[0])
+        index_c = _centre(geom.size[1], geom.source[1])
+        masks = masks[:, index_r][:, :, index_c]
+    y0, x0, h, w = geom.box
+    view = masks[:, y0:y0 + h, x0:x0 + w]
+    if geom.flip:
+        view = view[:, :, ::-1]
+    m = torch.from_numpy(np.ascontiguousarray(view))[None].to(torch.uint8)
+    m = F.interpolate(m, size=tuple(keep.shape), mode="nearest")[0].bool() & keep
+    area = m.flatten(1).sum(1)
+    order = torch.argsort(area, descending=True, stable=True)
+    return m[order[area[order] > 1][:max_masks]]
+
+
+def _centre(size: int, source: int) -> np.ndarray:
+    return np.minimum(((np.arange(size) + 0.5) * (source / size)).astype(np.int64), source - 1)
 
 
 def batch_stage(batch_size: int) -> Callable:
@@ -123,11 +272,23 @@ def batch_stage(batch_size: int) -> Callable:
 def batches(cfg: TrainParams, urls: list[str], micro_batch: int, seed: int,
             world_size: int = 1) -> Iterator[dict]:
     """Infinite iterator of collated micro-batches for this rank (``seed`` fixes the stream)."""
-    pipe = make_stream(urls, seed, cfg.shuffle_buffer, cfg.num_workers, world_size)
-    pipe.append(prepare_stage(cfg, seed))
+    handler = SkipCounter()
+    pipe = make_stream(urls, seed, cfg.shuffle_buffer, cfg.num_workers, world_size, handler,
+                       masks=False)
+    pipe.append(prepare_stage(cfg, seed, handler))
     pipe.append(batch_stage(micro_batch))
     if cfg.num_workers <= 0:
-        return iter(pipe)
+        return _one_line_errors(iter(pipe))
     loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=cfg.num_workers,
                                          persistent_workers=False, prefetch_factor=2)
-    return iter(loader)
+    return _one_line_errors(iter(loader))
+
+
+def _one_line_errors(source: Iterator[dict]) -> Iterator[dict]:
+    """Re-raise :class:`NoGoodSamples` as one line (a DataLoader worker's copy carries the
+    worker's traceback in its message; its last line is the original message)."""
+    try:
+        yield from source
+    except NoGoodSamples as exc:
+        line = str(exc).strip().splitlines()[-1]
+        raise NoGoodSamples(line.split("NoGoodSamples: ", 1)[-1]) from None

@@ -25,7 +25,7 @@ from shards.reader import list_shards
 from train import checkpoint as ckpt
 from train.clip import load_clip
 from train.clustering import usage
-from train.data import batches
+from train.data import batches, expand_masks
 from train.head import UpsampleHead
 from train.model import PixelCLIP, batch_loss, ema_update, make_teacher, set_trainable
 from train.optim import lr_factor, rng_state, seed_everything, set_lr, set_rng_state
@@ -82,17 +82,29 @@ def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
     return rank, (dist.get_world_size() if dist.is_initialized() else 1), device
 
 
+NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm,
+              torch.nn.LocalResponseNorm, torch.nn.Embedding)
+
+
 def build_optimizer(core: PixelCLIP, cfg: TrainParams) -> torch.optim.Optimizer:
-    """AdamW with one lr per group: visual (×lr_visual_mult), prompts (×lr_prompt_mult), head."""
-    groups = [
-        ("visual", [p for p in core.visual.parameters() if p.requires_grad],
-         cfg.lr * cfg.lr_visual_mult),
-        ("prompts", list(core.prompts.parameters()), cfg.lr * cfg.lr_prompt_mult),
-        ("head", list(core.head.parameters()), cfg.lr),
-    ]
-    param_groups = [{"name": name, "params": ps, "lr": lr, "base_lr": lr}
-                    for name, ps, lr in groups if ps]
-    return torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+    """AdamW with one lr per part: visual (×lr_visual_mult), prompts (×lr_prompt_mult), head.
+
+    Weight decay applies to every trained parameter except those of normalisation layers and
+    embedding tables, as the official optimiser (detectron2's norm and embedding decay of 0).
+    """
+    parts = [("visual", core.visual, cfg.lr * cfg.lr_visual_mult),
+             ("prompts", core.prompts, cfg.lr * cfg.lr_prompt_mult),
+             ("head", core.head, cfg.lr)]
+    groups = []
+    for name, module, lr in parts:
+        decay, plain = [], []
+        for sub in module.modules():
+            for param in sub.parameters(recurse=False):
+                if param.requires_grad:
+                    (plain if isinstance(sub, NORM_TYPES) else decay).append(param)
+        groups += [{"name": name, "params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd}
+                   for ps, wd in ((decay, cfg.weight_decay), (plain, 0.0)) if ps]
+    return torch.optim.AdamW(groups)
 
 
 def build(cfg: TrainParams) -> Run:
@@ -106,8 +118,13 @@ def build(cfg: TrainParams) -> Run:
     vocab = read_vocab(cfg.prompt_vocab) if cfg.prompt_vocab else None
     prompts = PromptLearner(clip, bundle.tokenizer, cfg.num_prompts, cfg.prompt_length,
                             cfg.prompt_template, seed=cfg.seed, vocab=vocab).to(device)
-    core = PixelCLIP(clip.visual, prompts, UpsampleHead(cfg.head_widths).to(device))
+    core = PixelCLIP(clip.visual, prompts, UpsampleHead(cfg.head_widths).to(device),
+                     cfg.dense_mode)
     teacher = make_teacher(clip.visual)
+    # train mode, as the official trainer puts the whole model, teacher included: it only
+    # matters for towers with dropout or stochastic depth (ConvNeXt), none of the ViTs here
+    core.train()
+    teacher.train()
     net = core
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -134,6 +151,8 @@ def train_step(run: Run, micro_batches: list[dict], step: int) -> dict:
                                                                     device=run.device)
     for i, batch in enumerate(micro_batches):
         batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        if "toggles" in batch:  # compact masks from the loader (dense ones pass as they are)
+            batch["masks"], batch["valid"] = expand_masks(batch, cfg.max_masks)
         last = i == len(micro_batches) - 1
         sync = nullcontext() if last or run.world == 1 else run.net.no_sync()
         autocast = (torch.autocast(run.device.type, dtype=run.amp_dtype)
@@ -216,7 +235,7 @@ def run(cfg: TrainParams) -> TrainSummary:
     bar.close()
     writer.close()
     if r.rank == 0:
-        ckpt.export(out, r.clip, r.core.prompts)
+        ckpt.export(out, r.clip, r.core.prompts, cfg.clip_model, cfg.clip_pretrained)
         (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
     summary = TrainSummary(str(out), cfg.steps, metrics["loss"], metrics["used"],
                            seen / max(1e-9, time.time() - start_time), time.time() - start_time)

@@ -20,8 +20,10 @@ TRAINABLE_MODES = ("attention", "full", "none")
 class PixelCLIP(nn.Module):
     """What trains (and what DDP wraps): the student image tower, the prompts and the head."""
 
-    def __init__(self, visual: nn.Module, prompts: PromptLearner, head: UpsampleHead) -> None:
+    def __init__(self, visual: nn.Module, prompts: PromptLearner, head: UpsampleHead,
+                 dense_mode: str = "pixelclip") -> None:
         super().__init__()
+        self.dense_mode = dense_mode
         self.visual = visual
         self.prompts = prompts
         self.head = head
@@ -30,7 +32,7 @@ class PixelCLIP(nn.Module):
                 size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Student images → per-prompt mask logits ``(B, k, *size)`` and prompt embeddings."""
         centres = self.prompts(text_model)
-        feats = F.normalize(dense_features(self.visual, images), dim=1)
+        feats = F.normalize(dense_features(self.visual, images, self.dense_mode), dim=1)
         scores = torch.einsum("kd,bdhw->bkhw", F.normalize(centres, dim=-1).to(feats.dtype), feats)
         b, k, h, w = scores.shape
         logits = self.head(scores.reshape(b * k, 1, h, w))
@@ -49,6 +51,9 @@ def set_trainable(visual: nn.Module, mode: str) -> list[str]:
         param.requires_grad_(on)
         if on:
             names.append(name)
+    if mode != "none" and not names:
+        raise ValueError(f"train.trainable: '{mode}' trains nothing in a "
+                         f"{type(visual).__name__} tower (ConvNeXt: use full)")
     return names
 
 
@@ -81,7 +86,7 @@ def batch_loss(net: nn.Module, text_model: nn.Module, teacher: nn.Module, batch:
     with torch.no_grad():
         plain = normalise(batch["teacher"], *stats)
         source = teacher if cfg.use_momentum else _module(net).visual
-        feats = dense_features(source, plain).float()
+        feats = dense_features(source, plain, cfg.dense_mode).float()
         mask_feats = mask_pool(feats, masks)
         iters = cfg.sinkhorn_iters if cfg.use_clustering else 0
         labels = assign(mask_feats, valid, centres.detach(), cfg.logit_scale, iters)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 
 from config import ConfigError, PretrainParams, to_dict
-from train.clip import CLIPBundle, load_clip, normalise
+from train.clip import CLIPBundle, load_clip, normalise, write_weights_info
 from train.optim import atomic_save, decay_groups, lr_factor, seed_everything, set_lr
 from train.prompts import vocab_record
 
@@ -192,6 +192,7 @@ def run(cfg: PretrainParams) -> PretrainSummary:
                 log.info("pretrain step %d loss %.4f", step, loss.item())
     top1 = retrieval_top1(bundle, images[:256], tokens[:256], cfg.patch_weight)
     atomic_save(model.state_dict(), out / "final.pt")
+    write_weights_info(out / "final.pt", cfg.model, "")
     (out / "vocab.json").write_text(json.dumps(vocab_record(tokens, bundle.tokenizer)))
     (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))
     summary = PretrainSummary(str(out), cfg.steps, loss.item(), top1, time.time() - start)
