@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import webdataset as wds
-from PIL import Image
 
 from shards import rle as rle_codec
 from shards import schema
@@ -27,10 +26,13 @@ def list_shards(directory: str | Path) -> list[str]:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Image bytes → RGB uint8 ``(H, W, 3)``, writable (``np.asarray`` of a PIL image is
-    read-only, which ``torch.from_numpy`` warns about)."""
-    with Image.open(io.BytesIO(data)) as img:
-        return np.array(img.convert("RGB"))
+    """Image bytes → RGB uint8 ``(H, W, 3)`` as stored (EXIF orientation is applied before
+    writing, never on reading); ``ValueError`` if they do not decode."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                         cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise ValueError("image bytes do not decode")
+    return image
 
 
 def decode_sample(sample: dict, masks: bool = True) -> dict:

@@ -162,3 +162,33 @@ def test_a_folder_where_nothing_decodes_stops_with_one_line(tmp_path, workers):
         next(data)
     message = str(info.value)
     assert "\n" not in message and str(tmp_path) in message and "decodes" in message
+
+
+@pytest.mark.parametrize("op", range(4))
+def test_jitter_operations_are_torchvisions_on_pil_images(op):
+    """The student's ColorJitter, one operation at a time, against torchvision's own on a
+    PIL image (the official mapper's): brightness, contrast and saturation to the grey level;
+    hue in OpenCV's 180 steps, within a few grey levels of PIL's HSV."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from train.augment import _jitter
+
+    img = np.random.default_rng(op).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    factor = (1.37, 0.61, 1.42, -0.11)[op]
+    want = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation,
+            TF.adjust_hue)[op](Image.fromarray(img), factor)
+
+    class Draws:
+        def permutation(self, n):
+            return [op]
+
+        def uniform(self, low, high):
+            return factor
+
+    got = _jitter(img, Draws(), 0.5, 0.25).astype(int)
+    diff = np.abs(got - np.asarray(want).astype(int))
+    if op < 3:
+        assert diff.max() == 0
+    else:
+        assert np.median(diff) == 0 and diff.mean() < 2

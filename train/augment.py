@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageEnhance
 
 from config import TrainParams
 
@@ -145,9 +146,7 @@ def color_aug_ssd(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if contrast_first and rng.random() < 0.5:
         img = _affine(img, rng.uniform(0.5, 1.5), 0.0)
     if rng.random() < 0.5:
-        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-        hsv[..., 1] = _affine(hsv[..., 1], rng.uniform(0.5, 1.5), 0.0)
-        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        img = _map_hsv(img, 1, _affine_table(rng.uniform(0.5, 1.5), 0.0))
     if rng.random() < 0.5:
         img = _shift_hue(img, int(rng.integers(-18, 19)))
     if not contrast_first and rng.random() < 0.5:
@@ -155,22 +154,28 @@ def color_aug_ssd(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _affine_table(alpha: float, beta: float) -> np.ndarray:
+    """``clip(x * alpha + beta)`` truncated to uint8 for every x, as ColorAugSSD converts."""
+    values = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta)
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
 def _affine(img: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """``clip(img * alpha + beta)`` truncated to uint8, as ColorAugSSD converts."""
-    out = img.astype(np.float32)
-    out *= alpha
-    out += beta
-    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+    """ColorAugSSD's ``convert`` through a lookup table: its values, without a float image."""
+    return cv2.LUT(img, _affine_table(alpha, beta))
+
+
+def _map_hsv(img: np.ndarray, channel: int, values: np.ndarray) -> np.ndarray:
+    """An RGB image with one channel of its uint8 HSV form mapped through ``values``."""
+    table = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    table[:len(values), channel] = values
+    hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), table.reshape(256, 1, 3))
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def _shift_hue(img: np.ndarray, shift: int) -> np.ndarray:
     """Hue turned by ``shift`` of OpenCV's 180 steps (uint8 HSV, as ColorAugSSD does)."""
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = _HUE_TABLES[shift % 180][hsv[..., 0]]
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-_HUE_TABLES = (np.arange(180)[None, :] + np.arange(180)[:, None]).astype(np.uint8) % 180
+    return _map_hsv(img, 0, ((np.arange(180) + shift) % 180).astype(np.uint8))
 
 
 def strong_view(img: np.ndarray, rng: np.random.Generator, cfg: TrainParams) -> np.ndarray:
@@ -180,7 +185,7 @@ def strong_view(img: np.ndarray, rng: np.random.Generator, cfg: TrainParams) -> 
     if rng.random() < cfg.jitter_p:
         img = _jitter(img, rng, cfg.jitter, cfg.hue_jitter)
     if rng.random() < cfg.grayscale_p:
-        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        img = np.repeat(_grey(img)[..., None], 3, axis=2)
     if rng.random() < cfg.blur_p:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(*cfg.blur_sigma)))
     return img
@@ -189,22 +194,31 @@ def strong_view(img: np.ndarray, rng: np.random.Generator, cfg: TrainParams) -> 
 def _jitter(img: np.ndarray, rng: np.random.Generator, strength: float,
             hue: float) -> np.ndarray:
     """Brightness, contrast, saturation (factors in 1 ± strength) and hue (± hue turns) in a
-    random order, as torchvision's ColorJitter defines them (PIL's ImageEnhance blends with
-    black, the mean grey level, the grey image); an operation of strength 0 is skipped."""
+    random order, as torchvision's ColorJitter does them on PIL images (the first three to
+    the grey level); an operation of strength 0 is skipped."""
     for i in rng.permutation(4):
         if i < 3 and strength > 0:
             f = float(rng.uniform(max(0.0, 1 - strength), 1 + strength))
             if i == 0:
-                img = cv2.addWeighted(img, f, img, 0.0, 0.0)
+                img = _blend(img, f, 0.0)
             elif i == 1:
-                mean = float(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).mean())
-                img = cv2.addWeighted(img, f, img, 0.0, (1 - f) * int(mean + 0.5))
+                img = _blend(img, f, (1 - f) * int(float(_grey(img).mean()) + 0.5))
             else:
-                grey = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-                img = cv2.addWeighted(img, f, grey, 1 - f, 0.0)
-        elif i == 3 and hue > 0:
+                img = np.asarray(ImageEnhance.Color(Image.fromarray(img)).enhance(f))
+        elif i == 3 and hue > 0:  # OpenCV's 180-step hue: PIL's HSV costs 10x more
             img = _shift_hue(img, int(round(rng.uniform(-hue, hue) * 180)))
     return img
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    """PIL's ``convert("L")`` of an RGB uint8 image (ITU-R 601-2 luma), as torchvision has it."""
+    return np.asarray(Image.fromarray(img).convert("L"))
+
+
+def _blend(img: np.ndarray, factor: float, offset: float) -> np.ndarray:
+    """``img * factor + offset`` clipped and truncated to uint8, as a lookup table."""
+    table = np.clip(np.arange(256) * factor + offset, 0, 255).astype(np.uint8)
+    return cv2.LUT(img, table)
 
 
 def cutout_box(height: int, width: int, rng: np.random.Generator,

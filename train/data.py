@@ -144,7 +144,7 @@ def make_views(image: np.ndarray, rng: np.random.Generator,
         student = strong_view(view, rng, cfg)
         box = cutout_box(view.shape[0], view.shape[1], rng, cfg.cutout)
         if box is not None:
-            student = student.copy() if student is view else student
+            student = student.copy()  # may be the shared view, or read-only from PIL
             student[box[0]:box[1], box[2]:box[3]] = 0
     res = cfg.clip_resolution
     return geom, {"teacher": resize_view(view, res, cfg.antialias),
