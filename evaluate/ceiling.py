@@ -79,7 +79,7 @@ def region_masks(image_path: Path, shape: tuple[int, int]) -> np.ndarray:
     """``(N, *shape)`` bool: the unlabeled region masks stored beside a synthetic image."""
     path = image_path.with_suffix(".json")
     try:
-        return rle.decode(read_annotation(path)[1], *shape)
+        return rle.decode(read_annotation(path)[0], *shape)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -29,7 +29,8 @@ class LoadedImage:
     rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied, at most max_side
     data: bytes  # bytes to store in the shard
     ext: str  # "jpg" | "png"
-    source_size: tuple[int, int]  # (H, W) of the file before any resize
+    source_size: tuple[int, int]  # (H, W) of the file before any resize, as shown (EXIF)
+    orientation: int = 1  # the file's EXIF orientation (2-8: its pixels are turned to show it)
 
 
 def list_images(root: str | Path) -> list[Path]:
@@ -74,19 +75,19 @@ def load_image(path: str | Path, max_side: int = 0, max_pixels: int = 100_000_00
         raise BadInput(f"unreadable file ({exc.strerror})") from None
     if not raw:
         raise BadInput("empty file")
-    img, fmt, rgb, rotated = _decode(raw, max_pixels, min_side)
+    img, fmt, rgb, orientation = _decode(raw, max_pixels, min_side)
     source_size = (int(rgb.shape[0]), int(rgb.shape[1]))
     resized = fit_long_side(rgb, max_side)
     ext = "jpg" if fmt == "JPEG" else "png"
-    if resized is rgb and not rotated and fmt in ("JPEG", "PNG") and img.mode == "RGB":
+    if resized is rgb and orientation == 1 and fmt in ("JPEG", "PNG") and img.mode == "RGB":
         return LoadedImage(rgb, raw, ext, source_size)
-    return LoadedImage(resized, encode_image(resized, ext), ext, source_size)
+    return LoadedImage(resized, encode_image(resized, ext), ext, source_size, orientation)
 
 
 def _decode(raw: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, str, np.ndarray,
-                                                                 bool]:
-    """Bytes → (PIL image, format, RGB array, whether EXIF rotated it); checks the size from
-    the header before any pixel is decoded."""
+                                                                 int]:
+    """Bytes → (PIL image, format, RGB array as shown, EXIF orientation 1-8); checks the size
+    from the header before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -96,9 +97,10 @@ def _decode(raw: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, st
                 raise BadInput(f"absurd size {width}x{height}")
             img.load()
             fmt = img.format or ""
-            rotated = img.getexif().get(_ORIENTATION, 1) not in (1, None)
-            oriented = ImageOps.exif_transpose(img) if rotated else img
-            return img, fmt, _to_rgb(oriented), rotated
+            orientation = img.getexif().get(_ORIENTATION, 1)
+            orientation = orientation if orientation in range(2, 9) else 1
+            oriented = ImageOps.exif_transpose(img) if orientation != 1 else img
+            return img, fmt, _to_rgb(oriented), orientation
     except BadInput:
         raise
     except UnidentifiedImageError:

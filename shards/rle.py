@@ -42,6 +42,24 @@ def resize(rles: list[dict], src_size: tuple[int, int], size: tuple[int, int]) -
     return _encode_fortran(out) if rles else []
 
 
+# EXIF orientation → what turns the stored pixels into the shown ones (as PIL's exif_transpose)
+_ORIENT = {2: lambda m: m[:, ::-1], 3: lambda m: m[::-1, ::-1], 4: lambda m: m[::-1],
+           5: lambda m: m.T, 6: lambda m: np.rot90(m, -1), 7: lambda m: m.T[::-1, ::-1],
+           8: lambda m: np.rot90(m, 1)}
+
+
+def orient(rles: list[dict], size: tuple[int, int], orientation: int) -> list[dict]:
+    """RLEs of masks of the stored pixels ``(H, W)`` → the same masks of the image as its EXIF
+    ``orientation`` (2-8) shows it; one full-size mask decoded at a time."""
+    check(rles, *size)
+    turn = _ORIENT[orientation]
+    shown = turn(np.zeros(size, np.uint8)).shape
+    out = np.empty((*shown, len(rles)), np.uint8, order="F")
+    for i, rle in enumerate(rles):
+        out[:, :, i] = turn(mask_utils.decode(_as_bytes(rle)))
+    return _encode_fortran(out) if rles else []
+
+
 def _encode_fortran(masks: np.ndarray) -> list[dict]:
     """Encode a Fortran-ordered ``uint8`` array ``(H, W, N)`` to JSON-ready COCO RLEs."""
     rles = mask_utils.encode(masks)

@@ -68,16 +68,19 @@ def test_sigkill_mid_shard_then_rerun_equals_uninterrupted(tmp_path: Path) -> No
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(raw)], cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    first_part = tmp_path / "out" / masks.PARTS / "train-000000.json"
+    def parts() -> list[Path]:  # a new output folder is built beside it until complete
+        return list(tmp_path.glob(f".out.partial-*/{masks.PARTS}/train-*.json"))
+
     deadline = time.monotonic() + 60
-    while not first_part.exists() and child.poll() is None and time.monotonic() < deadline:
+    while not parts() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)  # into the second shard (two images of 0.25 s each)
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
-    finished = len(list((tmp_path / "out" / masks.PARTS).glob("*.json")))
+    finished = len(parts())
     assert 1 <= finished < reference.shards, "the kill did not land mid-run"
+    assert not (tmp_path / "out").exists()
 
     resumed = masks.run(cfg)
     assert resumed.skipped_shards == finished
