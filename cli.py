@@ -49,13 +49,14 @@ def cli(verbose: bool) -> None:
 @click.option("--web", "n_web", type=int, help="captioned web photos [synth.web]")
 @click.option("--size", type=int, help="image side in pixels [synth.size]")
 @click.option("--seed", type=int, help="world seed [synth.seed]")
-def synth(params_path, sets, out, n_train, n_val, n_web, size, seed) -> None:
+@click.option("--overwrite", is_flag=True, help="empty the output folder first")
+def synth(params_path, sets, out, n_train, n_val, n_web, size, seed, overwrite) -> None:
     """Render the procedural synthetic world (images, masks, labels, captioned web photos)."""
     from pipeline.synth import run
 
     cfg = stage_params(params_path, "synth", sets, {"out": out, "train": n_train, "val": n_val,
                                                      "web": n_web, "size": size, "seed": seed})
-    summary = run(cfg)
+    summary = run(cfg, overwrite)
     click.echo(f"synth: {summary.train} train + {summary.val} val images, {summary.web} "
                f"captioned web photos in {summary.out}")
 

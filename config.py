@@ -8,6 +8,7 @@ override single dotted keys (``masks.out=...``) through :func:`apply_overrides`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,80 +37,93 @@ def bounded(default: Any, low: float | None = None, high: float | None = None) -
     return field(default=default, metadata={"low": low, "high": high})
 
 
+def device_field(default: str = "auto") -> Any:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    return field(default=default, metadata={"pattern": r"auto|cpu|cuda(:\d+)?"})
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+SMALL_REGIONS = ("merge", "drop")
+
+
 @dataclass(frozen=True)
 class SynthParams:
     out: str = "data/synthetic"
-    train: int = 3000  # unlabeled scenes for PixelCLIP
-    val: int = 100  # labelled scenes for evaluation
-    web: int = 12000  # captioned crops of other scenes, the tiny CLIP's "web data"
-    size: int = 128
+    train: int = bounded(3000, 1)  # unlabeled scenes for PixelCLIP
+    val: int = bounded(100, 1)  # labelled scenes for evaluation
+    web: int = bounded(12000, 0)  # captioned crops of other scenes, the tiny CLIP's "web data"
+    size: int = bounded(128, 16)
     seed: int = 0
-    workers: int = 0  # rendering processes; 0 = one per CPU core (the bytes do not change)
+    # rendering processes; 0 = one per CPU core (the bytes do not change)
+    workers: int = bounded(0, 0)
 
 
 @dataclass(frozen=True)
 class SamParams:
     """segment-anything automatic mask generation; knobs named and defaulted as in SAM's AMG."""
 
-    model_type: str = "vit_h"  # vit_b | vit_l | vit_h | tiny (tiny: tests, random weights only)
+    # tiny: for tests, random weights only
+    model_type: str = choice("vit_h", ("vit_b", "vit_l", "vit_h", "tiny"))
     checkpoint: str = ""  # path to sam_vit_*.pth; "random" = random init (tests/bench only)
-    points_per_side: int = 32
-    points_per_batch: int = 64  # speed/memory only; masks do not depend on it
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
+    points_per_side: int = bounded(32, 1)
+    points_per_batch: int = bounded(64, 1)  # speed/memory only; masks do not depend on it
+    pred_iou_thresh: float = bounded(0.88, 0.0)
+    stability_score_thresh: float = bounded(0.95, 0.0, 1.0)
     stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 0.3413333333333333  # 512 / 1500, SAM's default
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    precision: str = "bf16"  # fp32 | fp16 | bf16: image encoder on GPU; CPU always runs fp32
+    box_nms_thresh: float = bounded(0.7, 0.0, 1.0)
+    crop_n_layers: int = bounded(0, 0)
+    crop_nms_thresh: float = bounded(0.7, 0.0, 1.0)
+    crop_overlap_ratio: float = bounded(0.3413333333333333, 0.0, 1.0)  # 512 / 1500, SAM's default
+    crop_n_points_downscale_factor: int = bounded(1, 1)
+    min_mask_region_area: int = bounded(0, 0)
+    precision: str = choice("bf16", PRECISIONS)  # image encoder on GPU; CPU always runs fp32
 
 
 @dataclass(frozen=True)
 class DinoParams:
     model: str = "vit_small_patch8_224.dino"
     checkpoint: str = ""
-    input_size: int = 224
-    clusters: int = 16  # k-means clusters per image
-    position_weight: float = 0.0  # weight of (y, x) appended to unit-norm patch features
-    min_area_frac: float = 0.002  # pieces smaller than this fraction of the image
-    small_regions: str = "merge"  # merge (into the nearest region) | drop
+    input_size: int = bounded(224, 14)
+    clusters: int = bounded(16, 1)  # k-means clusters per image
+    # weight of (y, x) appended to unit-norm patch features
+    position_weight: float = bounded(0.0, 0.0)
+    min_area_frac: float = bounded(0.002, 0.0, 1.0)  # pieces smaller than this share
+    small_regions: str = choice("merge", SMALL_REGIONS)  # merge into the nearest | drop
     split_components: bool = True  # one mask per connected piece of a cluster
-    kmeans_iters: int = 20
+    kmeans_iters: int = bounded(20, 1)
     seed: int = 0
-    precision: str = "bf16"  # fp32 | fp16 | bf16 (GPU only; CPU always runs fp32)
+    precision: str = choice("bf16", PRECISIONS)  # (GPU only; CPU always runs fp32)
 
 
 @dataclass(frozen=True)
 class SuperpixelParams:
-    method: str = "felzenszwalb"  # felzenszwalb | slic
-    scale: float = 100.0  # felzenszwalb: larger = bigger regions
-    sigma: float = 0.8
-    min_size: int = 50  # felzenszwalb: smallest component, in work-size pixels
-    n_segments: int = 100  # slic
-    compactness: float = 10.0  # slic
-    levels: int = 2  # granularities (scale x4 or segments /4 per level), masks overlap
-    work_side: int = 512  # segment a copy at most this long; masks come back at full size
-    min_area_frac: float = 0.002  # pieces smaller than this fraction of the image
-    small_regions: str = "merge"  # merge (into the nearest region) | drop
+    method: str = choice("felzenszwalb", ("felzenszwalb", "slic"))
+    scale: float = bounded(100.0, 0.0)  # felzenszwalb: larger = bigger regions
+    sigma: float = bounded(0.8, 0.0)
+    min_size: int = bounded(50, 1)  # felzenszwalb: smallest component, in work-size pixels
+    n_segments: int = bounded(100, 1)  # slic
+    compactness: float = bounded(10.0, 0.0)  # slic
+    levels: int = bounded(2, 1)  # granularities (scale x4 or segments /4 per level), masks overlap
+    # segment a copy at most this long; masks come back at full size
+    work_side: int = bounded(512, 16)
+    min_area_frac: float = bounded(0.002, 0.0, 1.0)  # pieces smaller than this share
+    small_regions: str = choice("merge", SMALL_REGIONS)  # merge into the nearest | drop
 
 
 @dataclass(frozen=True)
 class MasksParams:
-    generator: str = "sa1b"  # sa1b | sam | dino | superpixel
+    generator: str = choice("sa1b", ("sa1b", "sam", "dino", "superpixel"))
     input: str = "data/synthetic/train/images"
     out: str = "data/shards/synthetic"
     split: str = "train"
-    shard_size: int = 200  # samples per shard
-    shard_max_bytes: int = 1_000_000_000  # planned from source file sizes
-    max_side: int = 0  # 0 keeps the source resolution
-    max_pixels: int = 100_000_000  # larger images are rejected as absurd
-    min_side: int = 8  # images with a shorter side are rejected as absurd
-    workers: int = 1  # >1 starts a dask LocalCluster
+    shard_size: int = bounded(200, 1)  # samples per shard
+    shard_max_bytes: int = bounded(1_000_000_000, 1)  # planned from source file sizes
+    max_side: int = bounded(0, 0)  # 0 keeps the source resolution
+    max_pixels: int = bounded(100_000_000, 1)  # larger images are rejected as absurd
+    min_side: int = bounded(8, 1)  # images with a shorter side are rejected as absurd
+    workers: int = bounded(1, 1)  # >1 starts a dask LocalCluster
     scheduler: str = ""  # address of an existing dask scheduler
-    device: str = "auto"  # auto | cpu | cuda (each dask worker gets its own GPU)
+    device: str = device_field()  # each dask worker gets its own GPU)
     sam: SamParams = field(default_factory=SamParams)
     dino: DinoParams = field(default_factory=DinoParams)
     superpixel: SuperpixelParams = field(default_factory=SuperpixelParams)
@@ -122,55 +136,59 @@ class PretrainParams:
     captions: str = "data/synthetic/web"
     out: str = "data/models/tinyclip"
     model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
-    image_size: int = 64
-    steps: int = 800
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 40
+    image_size: int = bounded(64, 8)
+    steps: int = bounded(800, 1)
+    batch_size: int = bounded(64, 2)
+    lr: float = bounded(1e-3, 0.0)
+    weight_decay: float = bounded(0.1, 0.0)
+    warmup_steps: int = bounded(40, 0)
     seed: int = 0
     # Share of the patch-token average in the image embedding; the rest is the class token's
     # (1.0: average pooling alone). Needs a tower whose pooled output is its class token.
-    patch_weight: float = 0.75
+    patch_weight: float = bounded(0.75, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    """PixelCLIP fine-tuning (METHOD.md); defaults sized for the embedded synthetic world."""
+    """PixelCLIP fine-tuning (docs/method.md); defaults sized for the embedded synthetic world."""
 
     shards: str = "data/shards/synthetic"
     out: str = "data/models/pixelclip"
     clip_model: str = "TinyCLIP-ViT-8"
     clip_pretrained: str = "data/models/tinyclip/final.pt"  # open_clip tag or local path
     # 1.5x the tiny CLIP's 64² pretraining size, as the paper runs 224² CLIP at 320²
-    clip_resolution: int = 96
-    mask_resolution: int = 32  # the head's 48² logits (4x the 12x12 grid) are resized to it
-    max_masks: int = 512
-    num_prompts: int = 20  # k; ~6 masks/image x batch 16 gives ~5 masks per prompt
-    prompt_length: int = 4
+    clip_resolution: int = bounded(96, 8)
+    # the head's 48² logits (4x the 12x12 grid) are resized to it
+    mask_resolution: int = bounded(32, 4)
+    max_masks: int = bounded(512, 1)
+    num_prompts: int = bounded(20, 2)  # k; ~6 masks/image x batch 16 gives ~5 masks per prompt
+    prompt_length: int = bounded(4, 1)
     prompt_template: str = "A photo of a {} in the scene"  # {} takes the learnable tokens
     # words the prompts start from: a pretrain vocab.json (the tiny CLIP knows only the words of
     # its captions), or "" = the whole tokenizer vocabulary (the paper, for OpenAI CLIP)
     prompt_vocab: str = "data/models/tinyclip/vocab.json"
-    momentum: float = 0.999  # gamma
-    logit_scale: float = 100.0  # epsilon
-    sinkhorn_iters: int = 3
-    trainable: str = "attention"  # attention | full | none
+    momentum: float = bounded(0.999, 0.0, 1.0)  # gamma
+    logit_scale: float = bounded(100.0, 0.0)  # epsilon
+    sinkhorn_iters: int = bounded(3, 0)
+    trainable: str = choice("attention", ("attention", "full", "none"))
     dense_mode: str = choice("maskclip", DENSE_MODES)  # params.yaml says why not pixelclip
-    head_widths: tuple[int, int, int] = (16, 16, 8)  # paper: 64, 64, 32 (4x the CPU cost)
+    # paper: 64, 64, 32 (4x the CPU cost)
+    head_widths: tuple[int, int, int] = bounded((16, 16, 8), 1)
     use_clustering: bool = True  # ablation switch
     use_momentum: bool = True  # ablation switch
-    lr: float = 1e-3
-    lr_visual_mult: float = 1.0  # paper 0.01 over 10k steps; here 300 steps
-    lr_prompt_mult: float = 10.0
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-    visual_delay_steps: int = 50  # image tower frozen this long: prompts settle on clusters first
-    end_lr_factor: float = 0.0
-    grad_clip: float = 0.01
-    batch_size: int = 16  # 96² steps cost 2x those at 64²: half the batch fits the budget
-    grad_accum: int = 1
-    steps: int = 300
+    lr: float = bounded(1e-3, 0.0)
+    lr_visual_mult: float = bounded(1.0, 0.0)  # paper 0.01 over 10k steps; here 300 steps
+    lr_prompt_mult: float = bounded(10.0, 0.0)
+    weight_decay: float = bounded(1e-4, 0.0)
+    warmup_steps: int = bounded(0, 0)
+    # image tower frozen this long: prompts settle on clusters first
+    visual_delay_steps: int = bounded(50, 0)
+    end_lr_factor: float = bounded(0.0, 0.0, 1.0)
+    grad_clip: float = bounded(0.01, 0.0)
+    # 96² steps cost 2x those at 64²: half the batch fits the budget
+    batch_size: int = bounded(16, 1)
+    grad_accum: int = bounded(1, 1)
+    steps: int = bounded(300, 1)
     # random_resized: a box of crop_scale of the area, aspect 3:4-4:3 (the embedded default);
     # official: short side to resize_short (long side <= resize_max), a random crop_size² crop
     crop: str = choice("random_resized", ("random_resized", "official"))
@@ -190,13 +208,14 @@ class TrainParams:
     blur_sigma: tuple[float, float] = bounded((0.1, 1.0), 0.0)  # pixels of the crop view
     cutout: tuple[float, float] = bounded((0.1, 0.5), 0.0, 1.0)  # box sides; (0, 0) = off
     antialias: bool = True  # views resized to clip_resolution with an antialiasing filter
-    shuffle_buffer: int = 256
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "bf16"  # bf16 | fp16 | none (GPU only)
-    checkpoint_every: int = 100
-    log_every: int = 10
+    shuffle_buffer: int = bounded(256, 0)
+    num_workers: int = bounded(0, 0)
+    device: str = device_field()
+    amp: str = choice("bf16", ("bf16", "fp16", "none"))  # GPU only
+    checkpoint_every: int = bounded(100, 1)
+    log_every: int = bounded(10, 1)
     resume: str = ""  # "" | latest | a checkpoint path
+    overwrite: bool = False  # a fresh run may replace the run already in ``out``
     seed: int = 0
 
 
@@ -213,27 +232,30 @@ class BenchmarkRoots:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Baseline (untuned CLIP) and checkpoint scored side by side (METHOD.md, Inference)."""
+    """Baseline (untuned CLIP) and checkpoint scored side by side (docs/method.md)."""
 
     checkpoint: str = "data/models/pixelclip/final.pt"  # "" = score the baseline alone
     baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag, path, "" = random
     clip_model: str = "TinyCLIP-ViT-8"
-    resolution: int = 96  # whole image squashed to resolution², or the sliding-window side
-    feature_size: int = 64  # dense features upsampled to this grid before the text similarity
+    # whole image squashed to resolution², or the sliding-window side
+    resolution: int = bounded(96, 8)
+    # dense features upsampled to this grid before the text similarity
+    feature_size: int = bounded(64, 1)
     dense_mode: str = choice("maskclip", DENSE_MODES)  # the last block's dense path
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
-    max_images: int = 0  # per benchmark, 0 = all
+    max_images: int = bounded(0, 0)  # per benchmark, 0 = all
     sliding_window: bool = False
-    window_stride: int = 0  # 0 = resolution * 2 / 3
-    slide_short_side: int = 0  # sliding: image short side before windowing, 0 = resolution
-    batch_size: int = 8
-    device: str = "auto"  # auto | cpu | cuda
+    window_stride: int = bounded(0, 0)  # 0 = resolution * 2 / 3
+    # sliding: image short side before windowing, 0 = resolution
+    slide_short_side: int = bounded(0, 0)
+    batch_size: int = bounded(8, 1)
+    device: str = device_field()
     metrics: str = "metrics/eval.json"
     per_class: str = "metrics/per_class.json"
     predictions: str = ""  # folder for predicted label PNGs, "" = not written
     plots: str = "plots"
-    num_plot_images: int = 6
+    num_plot_images: int = bounded(6, 0)
 
 
 @dataclass(frozen=True)
@@ -269,6 +291,9 @@ def _checked(fld: dataclasses.Field, value: Any, where: str) -> Any:
     options = fld.metadata.get("choices")
     if options is not None and value not in options:
         raise ConfigError(f"'{where}' must be one of {', '.join(options)}, got {value!r}")
+    pattern = fld.metadata.get("pattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        raise ConfigError(f"'{where}' must be auto, cpu, cuda or cuda:N, got {value!r}")
     low, high = fld.metadata.get("low"), fld.metadata.get("high")
     for item in value if isinstance(value, (list, tuple)) else (value,):
         if (low is not None and item < low) or (high is not None and item > high):
@@ -317,9 +342,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     """Read ``params.yaml`` into :class:`Params`, then apply dotted-key overrides."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a params file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the params file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     try:
@@ -336,6 +367,8 @@ def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
 
 
 def _replace_path(obj: Any, keys: list[str], value: Any, dotted: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"unknown key '{dotted}': its parent is a value, not a section")
     names = {f.name: f for f in dataclasses.fields(obj)}
     if keys[0] not in names:
         raise ConfigError(f"unknown key '{dotted}'")
@@ -374,7 +407,10 @@ def parse_sets(sets: tuple[str, ...] | list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: '{value}' is not a valid YAML value") from None
     return out
 
 

@@ -34,7 +34,7 @@ from evaluate.inference import (
 from evaluate.metrics import confusion_matrix, summarize
 from pipeline.generators.sa1b import read_annotation
 from shards import rle
-from train.clip import load_clip
+from train.clip import load_clip, stride
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     agree = np.zeros((2, 2), np.int64)
     side = (options.resolution, options.resolution)
     fsize = (options.feature_size, options.feature_size)
-    patch = bundle.model.visual.patch_size[0]
+    patch = stride(bundle.model.visual)
     for pair in bench.pairs:
         image, truth = load_pair(pair, n)
         feats = whole_features(bundle, to_input(image, side, bundle, device)[None],

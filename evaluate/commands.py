@@ -40,7 +40,8 @@ def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sl
 @click.command()
 @click.option("--pred", "pred_dir", required=True, help="folder of predicted label PNGs")
 @click.option("--gt", "gt_dir", required=True, help="folder of ground-truth label PNGs")
-@click.option("--num-classes", type=int, required=True, help="number of classes")
+@click.option("--num-classes", type=click.IntRange(1, 65535), required=True,
+              help="number of classes")
 @click.option("--ignore-index", type=int, default=255, show_default=True)
 @click.option("--suffix", default=".png", show_default=True,
               help="ground-truth file suffix, e.g. _gtFine_labelTrainIds.png")

@@ -1,4 +1,4 @@
-"""Open-vocabulary inference (METHOD.md, Inference): class names → text classifier; image →
+"""Open-vocabulary inference (docs/method.md): class names → text classifier; image →
 dense CLIP features (``train.clip.dense_features``, the path training uses) → cosine
 similarity with the class embeddings → logits upsampled to label size → argmax.
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluate.class_names import TEMPLATES, prompts_for
-from train.clip import CLIPBundle, dense_features, encode_texts
+from train.clip import CLIPBundle, dense_features, encode_texts, stride
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,11 @@ def options_from(cfg) -> InferenceOptions:
 
 
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
-    """The input side must be a multiple of the patch size (dense features need a grid)."""
-    patch = bundle.model.visual.patch_size[0]
-    if options.resolution % patch:
-        raise ValueError(
-            f"evaluate.resolution={options.resolution} is not a multiple of the patch size {patch}")
+    """The input side must be a multiple of the tower's stride (dense features need a grid)."""
+    step = stride(bundle.model.visual)
+    if options.resolution % step:
+        raise ValueError(f"evaluate.resolution={options.resolution} is not a multiple of the "
+                         f"tower's stride {step}")
 
 
 def text_classifier(bundle: CLIPBundle, class_names: Sequence[str],

@@ -6,7 +6,9 @@ Every failure is a :class:`BadInput` whose message becomes the ``reason`` column
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +35,31 @@ class LoadedImage:
     orientation: int = 1  # the file's EXIF orientation (2-8: its pixels are turned to show it)
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """Every image file under ``root`` (recursive), sorted for a stable order."""
-    return [p for p in list_inputs(root) if is_image_name(p)]
-
-
 def list_inputs(root: str | Path) -> list[Path]:
-    """Every candidate input under ``root`` (recursive, sorted): image files and any other
-    non-hidden file, except ``<stem>.json`` sidecars of an image in the same folder.
+    """Every candidate input under ``root`` (recursive, sorted, folder links followed): image
+    files and any other non-hidden file, except ``<stem>.json`` sidecars of an image in the
+    same folder.
 
-    Non-image files are listed so that the stage can record them as rejects with a reason.
+    Non-image files, broken links and links that loop are listed too, so that the stage
+    records them as rejects with a reason.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: input folder not found")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p, root))
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        here = Path(folder)
+        if _hidden(here, root):
+            subfolders[:] = []
+            continue
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already listed: a loop, or a second path
+            files.append(here)
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        files += [here / n for n in names if not n.startswith(".")]
+    files.sort()
     image_stems = {p.with_suffix("") for p in files if is_image_name(p)}
     return [p for p in files
             if not (p.suffix.lower() in SIDECAR_SUFFIXES and p.with_suffix("") in image_stems)]
@@ -67,6 +79,14 @@ def load_image(path: str | Path, max_side: int = 0, max_pixels: int = 100_000_00
     JPEG/PNG files that need no change are stored as their original bytes.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BadInput("a folder link that leads back to a folder already read (not followed)")
+    if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as exc:
+            loop = exc.errno == errno.ELOOP
+            raise BadInput("symbolic link loop" if loop else "broken symbolic link") from None
     if not is_image_name(path):
         raise BadInput(f"not an image file (suffix '{path.suffix}')")
     try:

@@ -130,17 +130,17 @@ def list_items(cfg: MasksParams) -> list[Item]:
         paths = list_inputs(root)
     except FileNotFoundError:
         raise ConfigError(f"masks.input: folder not found: {root}") from None
-    items = []
+    items, first = [], {}
     for path in paths:
         rel = path.relative_to(root).as_posix()
         annotation = path.with_suffix(".json") if needs_annotations(cfg) else None
         annotation = annotation if annotation is not None and annotation.exists() else None
-        items.append(Item(
-            key=sample_key(rel, cfg.generator),
-            image=str(path),
-            source=rel,
-            annotation=str(annotation) if annotation else None,
-        ))
+        key = sample_key(rel, cfg.generator)
+        duplicate_of = first.get(key)
+        first.setdefault(key, rel)
+        items.append(Item(key=key, image=str(path), source=rel,
+                          annotation=str(annotation) if annotation else None,
+                          duplicate_of=duplicate_of))
     if not items:
         raise ConfigError(f"masks.input: no images found under {root}")
     return items
@@ -174,17 +174,16 @@ def process_shard(task: ShardTask, cfg: MasksParams) -> dict:
     """Run the generator over one shard's items; write the part file, then the tar (atomic)."""
     out = Path(cfg.out)
     generator = get_generator(cfg)
-    samples, rows, rejects, seen = [], [], [], set()
+    samples, rows, rejects = [], [], []
     for item in task.items:
         try:
-            if item.key in seen:
-                raise BadInput(f"duplicate key {item.key}")
+            if item.duplicate_of:
+                raise BadInput(f"same key {item.key} as {item.duplicate_of}, kept there")
             image = load_image(item.image, cfg.max_side, cfg.max_pixels, cfg.min_side)
             masks = generator(item, image)
         except BadInput as exc:
             rejects.append({"key": item.key, "source": item.source, "reason": str(exc)})
             continue
-        seen.add(item.key)
         height, width = image.rgb.shape[:2]
         record = schema.record_from_rles(masks.rles, height, width, item.source, generator.info,
                                          masks.predicted_iou or None, masks.stability_score or None)
@@ -218,10 +217,14 @@ class InputFile:
 
     @property
     def sha1(self) -> str:
+        """Hex digest of the content ('' for what cannot be read: such inputs are rejects)."""
         digest = hashlib.sha1()
-        with open(self.path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
+        try:
+            with open(self.path, "rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        except OSError:
+            return ""
         return digest.hexdigest()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -48,13 +49,19 @@ class SynthSummary:
     web: int
 
 
-def run(cfg: SynthParams) -> SynthSummary:
+def run(cfg: SynthParams, overwrite: bool = False) -> SynthSummary:
     """Render the train, val and web splits into ``cfg.out``, deterministic in the seed.
 
     Every image has its own generator seeded by (seed, split, index), so the bytes do not
-    depend on ``cfg.workers``, the number of processes rendering them.
+    depend on ``cfg.workers``, the number of processes rendering them. A folder that already
+    holds files is refused, or with ``overwrite`` emptied first (no stale file survives).
     """
     out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not out.is_dir() or not overwrite:
+            raise FileExistsError(f"synth.out: {out} is not an empty folder; pass --overwrite "
+                                  "to replace it, or choose another")
+        shutil.rmtree(out)
     for folder in ("train/images", "val/images", "val/labels", "web/images"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("".join(f"{n}\n" for n in NAMES))

@@ -1,4 +1,4 @@
-"""Mask pooling, Sinkhorn-Knopp equipartition and cluster targets (METHOD.md §5–7)."""
+"""Mask pooling, Sinkhorn-Knopp equipartition and cluster targets (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -33,16 +33,18 @@ def pretrain(params_path, sets, captions, out, steps) -> None:
 @click.option("--clip-pretrained", help="open_clip tag or checkpoint [train.clip_pretrained]")
 @click.option("--steps", type=int, help="optimiser steps [train.steps]")
 @click.option("--batch-size", type=int, help="global batch [train.batch_size]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[train.device]")
+@click.option("--device", help="auto | cpu | cuda[:N] [train.device]")
 @click.option("--resume", help="'latest' or a checkpoint path [train.resume]")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="replace the run already in the run folder [train.overwrite]")
 def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, device,
-          resume) -> None:
+          resume, overwrite) -> None:
     """PixelCLIP fine-tuning (run under torchrun for DDP)."""
     from train.loop import run
 
     cfg = stage_params(params_path, "train", sets, {
         "shards": shards, "out": out, "clip_pretrained": clip_pretrained, "steps": steps,
-        "batch_size": batch_size, "device": device, "resume": resume})
+        "batch_size": batch_size, "device": device, "resume": resume, "overwrite": overwrite})
     summary = run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
         click.echo(f"train: {summary.line()}")

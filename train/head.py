@@ -1,4 +1,4 @@
-"""The small convolutional upsampling head of the training loss (METHOD.md §8).
+"""The small convolutional upsampling head of the training loss (docs/method.md).
 
 Each prompt's cosine score map (one channel) is upsampled ×4 into mask logits. The head only
 exists at training time: inference uses CLIP's image and text encoders alone.

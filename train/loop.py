@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from config import TrainParams, to_dict
+from config import TrainParams, resolve_device, to_dict
 from shards.reader import list_shards
 from train import checkpoint as ckpt
 from train.clip import load_clip
@@ -67,17 +67,16 @@ class Run:
 
 
 def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
-    """Init the process group when launched by torchrun; → (rank, world, device)."""
+    """Init the process group when launched by torchrun; → (rank, world, device). Under
+    torchrun each rank takes the GPU of its ``LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is cuda but no GPU is available")
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
-    if cuda:
+    device = resolve_device(device_pref, "train.device")
+    if device.type == "cuda":
+        if world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return rank, (dist.get_world_size() if dist.is_initialized() else 1), device
 
@@ -184,15 +183,14 @@ def state_of(run: Run, step: int) -> dict:
             "step": step, "config": to_dict(run.cfg), "rng": rng_state()}
 
 
-def restore(run: Run, path: Path) -> int:
-    """Load a checkpoint into ``run``; → the step to continue from."""
-    state = ckpt.load_checkpoint(path)
+def restore(run: Run, state: dict) -> int:
+    """Load a checkpoint's state into ``run``; → the step to continue from."""
     run.core.load_state_dict(state["model"])
     run.teacher.load_state_dict(state["teacher"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    log.info("resumed from %s at step %d", path, state["step"])
+    log.info("resumed at step %d", state["step"])
     return int(state["step"])
 
 
@@ -207,15 +205,19 @@ def run(cfg: TrainParams) -> TrainSummary:
 
     start_time = time.time()
     urls = list_shards(cfg.shards)
+    if not urls:
+        raise FileNotFoundError(f"train.shards: no shards in {cfg.shards} (run the masks stage)")
+    out = Path(cfg.out)
+    state = ckpt.resume_state(out, cfg.resume, to_dict(cfg))
     r = build(cfg)
+    if state is None and r.rank == 0:  # nothing is written before this
+        ckpt.claim_run_folder(out, cfg.overwrite)
     accum = max(1, cfg.grad_accum)
     micro = cfg.batch_size // (r.world * accum)
     if micro < 1 or micro * r.world * accum != cfg.batch_size:
         raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by "
                          f"{r.world} ranks x {accum} accumulation steps")
-    out = Path(cfg.out)
-    resume = ckpt.resolve_resume(out, cfg.resume)
-    start = restore(r, resume) if resume else 0
+    start = restore(r, state) if state is not None else 0
     writer = LogWriter(out / "log.jsonl", start, enabled=r.rank == 0)
     bar = progress_bar(cfg.steps, start, enabled=r.rank == 0)
     data, metrics, seen = None, {"loss": float("nan"), "used": 0}, 0

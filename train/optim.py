@@ -45,15 +45,21 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """RNG states of Python, numpy and torch (CPU), for bit-exact resume."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    """RNG states of Python, numpy and torch (CPU) as tensors and lists, for bit-exact resume
+    from a checkpoint that loads with ``weights_only``."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(words), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
             "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
     """Restore :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
 

@@ -1,4 +1,4 @@
-"""Learnable class prompts encoded by the frozen CLIP text encoder (METHOD.md §4).
+"""Learnable class prompts encoded by the frozen CLIP text encoder (docs/method.md).
 
 Each of the k prompts is ``prompt_length`` learnable token embeddings placed into a fixed
 template ("A photo of a {} in the scene", the slot taking the learnable tokens). The text

@@ -25,6 +25,7 @@ class Item:
     image: str
     source: str  # path relative to the input root, recorded in manifest and masks.json
     annotation: str | None = None
+    duplicate_of: str | None = None  # the source that already has this key: a reject
 
 
 @dataclass
