@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -43,12 +44,21 @@ def run_tasks(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams) -
         bar.close()
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+SKIP_UPLOAD = (".git", ".venv", ".dvc", "data", "tests", "docs", "bench", "metrics", "plots",
+               "__pycache__", ".pytest_cache", ".ruff_cache")
+
+
 def _run_dask(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams, bar: tqdm) -> list:
     from dask.distributed import Client, LocalCluster, as_completed
+    from distributed.diagnostics.plugin import UploadDirectory
 
     cluster = None
     if cfg.scheduler:
         client = Client(cfg.scheduler)
+        # workers of another machine need this code: ship it (not data, tests or the venv)
+        client.register_plugin(UploadDirectory(str(PROJECT), update_path=True,
+                                               skip_words=SKIP_UPLOAD), name="pixelclip-code")
     else:
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None)

@@ -98,3 +98,20 @@ def test_pin_gpu_gives_each_worker_its_own_gpu(monkeypatch) -> None:
         plugin.setup(type("Worker", (), {"name": name})())
         seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
     assert seen == ["0", "1", "0"]
+
+
+def test_an_existing_scheduler_gets_absolute_paths_and_the_code(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Workers started elsewhere (another folder here) read the inputs the caller named with
+    relative paths, and import the project from what the stage ships them."""
+    from dask.distributed import LocalCluster
+
+    write_images(tmp_path / "in", 4)
+    local = masks.run(masks_params(tmp_path / "in", tmp_path / "local"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        monkeypatch.chdir(tmp_path)  # the workers stay where they started
+        remote = masks.run(masks_params(Path("in"), Path("remote"),
+                                        scheduler=cluster.scheduler_address))
+    assert (remote.written, remote.shards) == (local.written, local.shards) == (4, 2)
+    assert shard_hashes(tmp_path / "remote") == shard_hashes(tmp_path / "local")
