@@ -17,45 +17,17 @@ from typing import Any
 
 import yaml
 
+from fields import ConfigError, bounded, choice, device_field
+from synthetic.params import PretrainParams, SynthParams
+
 DEFAULT_PARAMS = Path(__file__).resolve().parent / "params.yaml"
 # How the last ViT block yields dense features (docs/method.md): the official PixelCLIP path
 # adds the class token's input to every token, MaskCLIP's adds each token's own.
 DENSE_MODES = ("pixelclip", "maskclip")
 
 
-class ConfigError(ValueError):
-    """A params file or override that does not match the dataclasses."""
-
-
-def choice(default: str, options: tuple[str, ...]) -> Any:
-    """A string field that must be one of ``options`` (checked wherever params are loaded)."""
-    return field(default=default, metadata={"choices": tuple(options)})
-
-
-def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
-    """A number field (or each item of a tuple field) that must lie in ``[low, high]``."""
-    return field(default=default, metadata={"low": low, "high": high})
-
-
-def device_field(default: str = "auto") -> Any:
-    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    return field(default=default, metadata={"pattern": r"auto|cpu|cuda(:\d+)?"})
-
-
 PRECISIONS = ("fp32", "fp16", "bf16")
 SMALL_REGIONS = ("merge", "drop")
-
-
-@dataclass(frozen=True)
-class SynthParams:
-    out: str = "data/synthetic"
-    train: int = bounded(3000, 1)  # unlabeled scenes for PixelCLIP
-    val: int = bounded(100, 1)  # labelled scenes for evaluation
-    web: int = bounded(12000, 0)  # captioned crops of other scenes, the tiny CLIP's "web data"
-    size: int = bounded(128, 16)
-    seed: int = 0
-    # rendering processes; 0 = one per CPU core (the bytes do not change)
-    workers: int = bounded(0, 0)
 
 
 @dataclass(frozen=True)
@@ -127,25 +99,6 @@ class MasksParams:
     sam: SamParams = field(default_factory=SamParams)
     dino: DinoParams = field(default_factory=DinoParams)
     superpixel: SuperpixelParams = field(default_factory=SuperpixelParams)
-
-
-@dataclass(frozen=True)
-class PretrainParams:
-    """Contrastive pretraining of the tiny CLIP on synthetic captions (embedded default only)."""
-
-    captions: str = "data/synthetic/web"
-    out: str = "data/models/tinyclip"
-    model: str = "TinyCLIP-ViT-8"  # an open_clip config name; the JSON lives in train/model_configs
-    image_size: int = bounded(64, 8)
-    steps: int = bounded(800, 1)
-    batch_size: int = bounded(64, 2)
-    lr: float = bounded(1e-3, 0.0)
-    weight_decay: float = bounded(0.1, 0.0)
-    warmup_steps: int = bounded(40, 0)
-    seed: int = 0
-    # Share of the patch-token average in the image embedding; the rest is the class token's
-    # (1.0: average pooling alone). Needs a tower whose pooled output is its class token.
-    patch_weight: float = bounded(0.75, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

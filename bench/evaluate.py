@@ -43,7 +43,7 @@ def bench_inference(args: argparse.Namespace) -> None:
     from config import resolve_device
     from evaluate.inference import InferenceOptions, predict, text_classifier
     from evaluate.metrics import confusion_matrix
-    from train.clip import load_clip
+    from models.clip import load_clip
 
     torch.manual_seed(0)
     device = resolve_device(args.device, "--device")

@@ -41,8 +41,8 @@ from pipeline.generators.sa1b import Sa1bIngest  # noqa: E402
 from pipeline.generators.sam import FastAmg, build_random_sam, load_sam  # noqa: E402
 from pipeline.generators.superpixel import superpixel_masks  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
-from pipeline.synth_world import render_scene  # noqa: E402
 from shards import rle as rle_codec  # noqa: E402
+from synthetic.world import render_scene  # noqa: E402
 
 AMG_KNOBS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
              "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",

@@ -1,5 +1,5 @@
 """Tiny-CLIP pretraining step: training only the token-embedding rows the captions use
-(``train.pretrain.only_used_rows``, the stage's way) against the whole 49,408-row table.
+(``synthetic.pretrain.only_used_rows``, the stage's way) against the whole 49,408-row table.
 
 Both variants take the same steps from the same weights, alternating in rounds so that a
 change of the machine's speed hits both; the script prints ms per step and the ratio.
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from pipeline.synth import caption
-    from pipeline.synth_world import NAMES
-    from train.clip import load_clip
-    from train.pretrain import make_optimizer, only_used_rows, train_step
+    from models.clip import load_clip
+    from synthetic.pretrain import make_optimizer, only_used_rows, train_step
+    from synthetic.synth import caption
+    from synthetic.world import NAMES
 
     cfg = load_params().pretrain  # the stage's settings, as params.yaml sets them
     args = parse(argv, cfg)

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from config import TrainParams  # noqa: E402
-from train.clip import grid_size  # noqa: E402
+from models.dense import grid_size  # noqa: E402
 from train.clustering import mask_pool, mask_pool_naive  # noqa: E402
 from train.head import UpsampleHead  # noqa: E402
 from train.loop import build, train_step  # noqa: E402

@@ -10,7 +10,7 @@ Each benchmark root (``evaluate.roots.<key>``) is the data set's own folder, or 
     cityscapes         cityscapes/ leftImg8bit/val/<city>/*_leftImg8bit.png
                                    + gtFine/val/<city>/*_gtFine_labelTrainIds.png
     voc20              VOCdevkit/VOC2012/ JPEGImages + annotations_detectron2/val
-    synthetic          classes.txt + val/images/*.png + val/labels/*.png (pipeline/synth.py)
+    synthetic          classes.txt + val/images/*.png + val/labels/*.png (synthetic/synth.py)
 
 Labels are uint8 PNGs of class ids with 255 = ignore. Pairs are found from the label files;
 problems (missing pairs, unreadable files, out-of-range ids, size mismatch) raise

@@ -1,4 +1,4 @@
-"""Click commands of this package, registered by ``cli.py``: evaluate, score, segment, ceiling."""
+"""Click commands of this package, registered by ``cli.py``: evaluate, score, segment."""
 
 from __future__ import annotations
 
@@ -91,26 +91,4 @@ def segment(images, classes, checkpoint, clip_model, out, resolution, sliding_wi
         click.echo(str(path))
 
 
-@click.command()
-@params_option
-@set_option
-@click.option("--checkpoint", help="CLIP to diagnose: path or tag [evaluate.baseline]")
-@click.option("--json", "json_out", help="write the numbers (with per-class accuracy) here")
-def ceiling(params_path, sets, checkpoint, json_out) -> None:
-    """Diagnose a CLIP on synthetic val: pixel mIoU vs each true region named by its pooled
-    feature (what perfect within-mask consistency could reach)."""
-    from dataclasses import asdict
-
-    from evaluate.ceiling import region_ceiling
-
-    cfg = stage_params(params_path, "evaluate", sets, {})
-    result = region_ceiling(cfg, checkpoint or cfg.baseline)
-    click.echo(result.line())
-    click.echo("regions named right: " + ", ".join(
-        f"{name} {acc:.0f} %" for name, acc in result.per_class_accuracy.items()))
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(asdict(result), indent=2) + "\n")
-
-
-COMMANDS: list[click.Command] = [evaluate, score, segment, ceiling]
+COMMANDS: list[click.Command] = [evaluate, score, segment]

@@ -1,5 +1,5 @@
 """Open-vocabulary inference (docs/method.md): class names → text classifier; image →
-dense CLIP features (``train.clip.dense_features``, the path training uses) → cosine
+dense CLIP features (``models.clip.dense_features``, the path training uses) → cosine
 similarity with the class embeddings → logits upsampled to label size → argmax.
 
 Two modes: the whole image squashed to ``resolution``² (the paper's protocol), or sliding
@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from evaluate.class_names import TEMPLATES, prompts_for
-from train.clip import CLIPBundle, dense_features, encode_texts, stride
+from models.clip import CLIPBundle, encode_texts
+from models.dense import dense_features, stride
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from evaluate.inference import (
     text_classifier,
 )
 from evaluate.labels import write_label
-from train.clip import load_clip
+from models.clip import load_clip
 
 
 def parse_classes(text: str) -> list[str]:

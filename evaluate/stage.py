@@ -8,9 +8,7 @@ a second JSON with the resolved config, and figures under ``plots/<benchmark>/``
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,8 @@ from evaluate.inference import (
 )
 from evaluate.labels import write_label
 from evaluate.metrics import confusion_matrix, summarize
-from train.clip import CLIPBundle, load_clip
+from files import write_json
+from models.clip import CLIPBundle, load_clip
 
 log = logging.getLogger(__name__)
 PROMPTS_FILE = "prompts.pt"
@@ -207,12 +206,3 @@ def write_figures(folder: Path, bench: Benchmark, outcome: BenchResult,
     report.per_class_bars(
         folder / "per_class_iou.png", f"{bench.name}: per-class IoU", bench.classes,
         {m: list(s["per_class"].values()) for m, s in summaries.items()})
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import ConfigError, MasksParams, to_dict
+from files import write_json
 from pipeline.generators import Item, generator_params, get_generator, needs_annotations
 from pipeline.images import BadInput, list_inputs, load_image
 from shards import schema
@@ -198,9 +199,9 @@ def process_shard(task: ShardTask, cfg: MasksParams) -> dict:
     part = {"sources": [i.source for i in task.items],
             "inputs": [[[f.size, f.sha1] for f in _files(i)] for i in task.items],
             "rows": rows, "rejects": rejects}
-    _write_json(_mtime_path(out, cfg.split, task.index),
-                {"mtimes": [[f.mtime for f in _files(i)] for i in task.items]})
-    _write_json(out / PARTS / f"{_stem(cfg.split, task.index)}.json", part)
+    write_json(_mtime_path(out, cfg.split, task.index),
+               {"mtimes": [[f.mtime for f in _files(i)] for i in task.items]}, indent=1)
+    write_json(out / PARTS / f"{_stem(cfg.split, task.index)}.json", part, indent=1)
     if tmp_info is not None:
         os.replace(tmp_info.path, shard)
     return {"index": task.index, "written": len(rows), "rejected": len(rejects)}
@@ -330,7 +331,7 @@ def _claim_output(out: Path, cfg: MasksParams) -> None:
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("*.tmp")) + list(out.glob("*.staged")):
         stale.unlink()  # leftovers of a killed task; their part file decides what is redone
-    _write_json(path, settings)
+    write_json(path, settings, indent=1)
 
 
 def _stem(split: str, index: int) -> str:
@@ -342,9 +343,3 @@ def _file_size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

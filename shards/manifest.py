@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from files import atomic_path
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -24,11 +25,8 @@ REJECTS_SCHEMA = pa.schema([("key", pa.string()), ("source", pa.string()), ("rea
 
 def write_table(rows: list[dict], schema: pa.Schema, path: str | Path) -> None:
     """Write rows to parquet atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
 
 
 def read_table(path: str | Path) -> list[dict]:

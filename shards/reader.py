@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -93,36 +94,93 @@ def decode_stage(src: Iterator[dict], handler: SkipCounter,
         yield decoded
 
 
-def sample_pipeline(
-    urls: list[str],
-    *,
-    resampled: bool = False,
-    shuffle_shards: bool = False,
-    shuffle_buffer: int = 0,
-    seed: int = 0,
-    split: bool = True,
-    handler: SkipCounter | None = None,
-) -> wds.DataPipeline:
-    """Decoded samples from shards, as a list of webdataset stages.
+class NoGoodSamples(ValueError):
+    """A full pass over the shards gave no sample that decodes."""
 
-    ``resampled`` draws shards with replacement forever (training counts steps, not
-    epochs); otherwise each shard is read once, optionally in a seeded shuffled order.
-    ``split`` shards the list across DDP ranks and dataloader workers.
+
+def reader_info() -> tuple[int, int, int, int]:
+    """``(rank, world_size, worker, num_workers)`` of the current process."""
+    return wds.utils.pytorch_worker_info()
+
+
+def repeat_shuffled(seed: int) -> Callable:
+    """Stage: collect this reader's shard urls, then yield them forever, reshuffled each pass."""
+    def stage(src: Iterator[dict]) -> Iterator[dict]:
+        urls = list(src)
+        if not urls:
+            return
+        rank, _, worker, _ = reader_info()
+        rng = random.Random(f"{seed}-{rank}-{worker}")
+        while True:
+            rng.shuffle(urls)
+            yield from (dict(u) for u in urls)
+    return stage
+
+
+class FirstGood:
+    """Stops a stream that cannot give one good sample: until one sample of the folder has
+    decoded, each sample is tried as it leaves its tar (before any shuffle buffer), and once a
+    full pass over the shards has gone by without one, :class:`NoGoodSamples` says so."""
+
+    def __init__(self, folder: str, shards_per_pass: int, handler: SkipCounter) -> None:
+        self.folder, self.per_pass, self.handler = folder, shards_per_pass, handler
+        self.found = False
+
+    def urls(self, src: Iterator[dict]) -> Iterator[dict]:
+        """Stage on shard urls: raise once a pass is done and nothing was good."""
+        for seen, url in enumerate(src):
+            if not self.found and seen >= self.per_pass:
+                reasons = self.handler.reasons
+                why = f", e.g. {'; '.join(reasons)}" if reasons else " (the shards hold none)"
+                raise NoGoodSamples(f"train.shards: no sample of {self.folder} decodes in a "
+                                    f"full pass over its shards{why}")
+            yield url
+            if self.found:
+                yield from src
+                return
+
+    def samples(self, src: Iterator[dict]) -> Iterator[dict]:
+        """Stage on raw samples: try each one until one is good."""
+        for sample in src:
+            if not self.found:
+                try:
+                    decoded = decode_sample(sample, masks=False)
+                    rle_codec.check(decoded["rles"], *decoded["image"].shape[:2])
+                    self.found = True
+                except Exception as exc:  # noqa: BLE001 - recorded; the stream skips it later
+                    if len(self.handler.reasons) < self.handler.keep:
+                        self.handler.reasons.append(str(exc))
+            yield sample
+
+
+def sample_pipeline(urls: list[str], *, forever: bool = False, split: bool = True,
+                    seed: int = 0, shuffle_buffer: int = 0, readers: int = 1,
+                    handler: SkipCounter | None = None, masks: bool = True) -> wds.DataPipeline:
+    """Decoded samples ``{key, image, record, rles[, masks]}`` of shards, as webdataset stages.
+
+    Once through, or ``forever`` (training counts steps, not epochs): each reader (DDP rank ×
+    dataloader worker; ``split`` shares the shards out among the ``readers``) cycles through
+    its shards in a freshly seeded order each pass; with fewer shards than readers, each
+    reader resamples shards with its own seed instead, which never runs dry. A stream that
+    goes a full pass without one good sample stops with :class:`NoGoodSamples`. Bad samples
+    are skipped and counted by ``handler``.
     """
     if not urls:
         raise ValueError("no shards to read")
     handler = handler or SkipCounter()
-    stages: list = []
-    if resampled:
-        stages.append(wds.ResampledShards(urls, seed=seed, deterministic=True))
+    if forever and len(urls) < readers:
+        stages: list = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
+        per_pass = len(urls)
     else:
-        stages.append(wds.SimpleShardList(urls))
-        if shuffle_shards:
-            stages.append(wds.shuffle(len(urls), initial=len(urls), seed=seed))
-    if split and not resampled:
-        stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples(handler=handler))
+        stages = [wds.SimpleShardList(urls)]
+        if split:
+            stages += [wds.split_by_node, wds.split_by_worker]
+        if forever:
+            stages.append(repeat_shuffled(seed))
+        per_pass = -(-len(urls) // readers) if split else len(urls)
+    first = FirstGood(str(urls[0]).rsplit("/", 1)[0], per_pass, handler)
+    stages += [first.urls, wds.tarfile_to_samples(handler=handler), first.samples]
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer // 2, seed=seed))
-    stages.append(lambda src: decode_stage(src, handler))
+    stages.append(lambda src: decode_stage(src, handler, masks))
     return wds.DataPipeline(*stages)

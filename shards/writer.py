@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import webdataset as wds
+
+from files import atomic_path
 
 # A fixed mtime makes tars byte-identical across reruns (resume == uninterrupted run).
 _MTIME = 0.0
@@ -31,21 +32,13 @@ def write_shard(path: str | Path, samples: Iterable[dict]) -> ShardInfo:
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path}: shard exists; refusing to overwrite")
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
-        with open(tmp, "wb") as stream:
-            writer = wds.TarWriter(stream, mtime=_MTIME)
-            for sample in samples:
-                writer.write(sample)
-                count += 1
-            writer.close()
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        writer = wds.TarWriter(stream, mtime=_MTIME)
+        for sample in samples:
+            writer.write(sample)
+            count += 1
+        writer.close()
     return ShardInfo(str(path), count, path.stat().st_size, sha256_file(path))
 
 
@@ -55,11 +48,3 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from config import SynthParams
-    from pipeline.synth import run
+    from synthetic.synth import run
 
     out = tmp_path_factory.mktemp("synthetic")
     run(SynthParams(out=str(out), train=12, val=4, web=24, size=64, seed=0))

@@ -105,7 +105,7 @@ def test_train_steps_on_cuda_in_bf16_stay_finite(shard_dir, tmp_path) -> None:
 
 def test_evaluation_logits_on_cuda_follow_cpu() -> None:
     from evaluate.inference import text_classifier, to_input, whole_logits
-    from train.clip import load_clip
+    from models.clip import load_clip
 
     cpu = load_clip("TinyCLIP-ViT-8", "", "cpu")
     gpu = load_clip("TinyCLIP-ViT-8", "", CUDA)

@@ -15,7 +15,7 @@ from PIL import Image
 from config import EvaluateParams
 from evaluate.inference import InferenceOptions, predict, window_origins
 from evaluate.labels import read_label_png, write_label
-from train.clip import load_clip
+from models.clip import load_clip
 
 MODEL = "TinyCLIP-ViT-8"
 
@@ -181,8 +181,8 @@ def test_cli_evaluate(tmp_path, synth_root):
 
 def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_path, synth_root,
                                                                           checkpoint):
-    from evaluate.ceiling import region_ceiling
     from evaluate.stage import run
+    from synthetic.ceiling import region_ceiling
 
     cfg = eval_cfg(tmp_path, synth_root, baseline=str(checkpoint))
     run(cfg)
@@ -206,7 +206,7 @@ def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_pa
 
 
 def test_agreement_splits_a_region_at_its_edge():
-    from evaluate.ceiling import agreement
+    from synthetic.ceiling import agreement
 
     mask = np.zeros((10, 10), bool)
     mask[2:8, 2:8] = True  # 36 pixels: 16 more than one pixel from the border, 20 on it
@@ -217,7 +217,7 @@ def test_agreement_splits_a_region_at_its_edge():
 
 
 def test_grid_limited_keeps_cell_aligned_regions_and_loses_thin_ones():
-    from evaluate.ceiling import grid_limited
+    from synthetic.ceiling import grid_limited
 
     labels = np.zeros((16, 16), np.uint8)
     labels[:, 8:] = 1  # boundary on a cell edge of a 4x4 grid: painted exactly

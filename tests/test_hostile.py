@@ -241,7 +241,7 @@ def test_links_that_loop_or_break_and_duplicate_keys_are_rejects(synth_root, tmp
 
 
 def test_random_init_on_purpose_prints_no_warning(caplog):
-    from train.clip import load_clip
+    from models.clip import load_clip
 
     load_clip("TinyCLIP-ViT-8", "")
     assert "No pretrained weights" not in caplog.text

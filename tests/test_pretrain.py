@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from config import ConfigError, PretrainParams
-from train.clip import load_clip
-from train.pretrain import (
+from models.clip import load_clip
+from synthetic.pretrain import (
     check_tower,
     image_embedding,
     make_optimizer,

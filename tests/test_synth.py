@@ -5,9 +5,9 @@ import numpy as np
 from PIL import Image
 
 from config import SynthParams
-from pipeline.synth import caption, run, web_photo
-from pipeline.synth_world import CLASSES, IDS, render_scene
 from shards import rle
+from synthetic.synth import caption, run, web_photo
+from synthetic.world import CLASSES, IDS, render_scene
 
 
 def _digest(root) -> str:

@@ -6,14 +6,13 @@ import torch
 
 from config import TrainParams
 from shards import rle
-from shards.reader import list_shards
+from shards.reader import list_shards, sample_pipeline
 from train.augment import draw_geometry, resized_shape
 from train.data import (
     NoGoodSamples,
     batches,
     collate,
     expand_masks,
-    make_stream,
     prepare,
     reference_masks,
 )
@@ -144,7 +143,7 @@ def test_ranks_read_disjoint_shards(shard_dir, monkeypatch):
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        stream = iter(make_stream(list_shards(shard_dir), 0, 0, num_workers=0, world_size=2))
+        stream = iter(sample_pipeline(list_shards(shard_dir), forever=True, readers=2))
         keys.append({next(stream)["key"] for _ in range(20)})
     assert keys[0] and keys[1] and not keys[0] & keys[1]
 

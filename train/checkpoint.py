@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train.clip import write_weights_info
+from models.clip import write_weights_info
+from models.prompts import PromptLearner, prompt_record
 from train.optim import atomic_save
-from train.prompts import PromptLearner, prompt_record
 
 CHECKPOINTS = "checkpoints"
 STEP_RE = re.compile(r"^step_(\d+)\.pt$")

@@ -13,21 +13,6 @@ from config import stage_params
 @click.command()
 @params_option
 @set_option
-@click.option("--captions", help="folder with captions.jsonl and images/ [pretrain.captions]")
-@click.option("--out", help="output folder [pretrain.out]")
-@click.option("--steps", type=int, help="optimiser steps [pretrain.steps]")
-def pretrain(params_path, sets, captions, out, steps) -> None:
-    """Train the tiny CLIP of the embedded default on the synthetic captions."""
-    from train.pretrain import run
-
-    cfg = stage_params(params_path, "pretrain", sets,
-                       {"captions": captions, "out": out, "steps": steps})
-    click.echo(f"pretrain: {run(cfg).line()}")
-
-
-@click.command()
-@params_option
-@set_option
 @click.option("--shards", help="shard folder [train.shards]")
 @click.option("--out", help="run folder [train.out]")
 @click.option("--clip-pretrained", help="open_clip tag or checkpoint [train.clip_pretrained]")
@@ -58,7 +43,7 @@ def export_weights(clip_model, pretrained, out) -> None:
     """Save an open_clip model's weights as a local file (on a machine with internet)."""
     from pathlib import Path
 
-    from train.clip import load_clip, write_weights_info
+    from models.clip import load_clip, write_weights_info
     from train.optim import atomic_save
 
     if Path(out).exists():
@@ -70,4 +55,4 @@ def export_weights(clip_model, pretrained, out) -> None:
     click.echo(f"export-weights: {clip_model} ({pretrained}) → {out}, {info}")
 
 
-COMMANDS: list[click.Command] = [pretrain, train, export_weights]
+COMMANDS: list[click.Command] = [train, export_weights]

@@ -1,10 +1,5 @@
-"""Training data: shards → infinite decoded stream → views and compact masks → batches.
-
-The stream is a list of webdataset stages (``make_stream``). Shards are split across DDP
-ranks (``split_by_node``) and dataloader workers (``split_by_worker``); each split then cycles
-through its shards forever in a freshly seeded order, so training counts steps, not epochs.
-When there are fewer shards than ranks × workers, every reader resamples shards with its own
-seed instead (webdataset ``ResampledShards``), which never runs dry.
+"""Training data: shards (``shards.reader.sample_pipeline``, forever) → views and compact
+masks → batches.
 
 Masks never exist at their stored size here: each RLE is sampled straight at the view's
 nearest-neighbour grid (``rle.grid_toggles``) and travels as the positions where its value
@@ -16,17 +11,15 @@ tests and ``bench/loader.py``.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 
 from config import TrainParams
 from shards import rle as rle_codec
-from shards.reader import SkipCounter, decode_sample, decode_stage
+from shards.reader import NoGoodSamples, SkipCounter, reader_info, sample_pipeline
 from train.augment import (
     Geometry,
     color_aug_ssd,
@@ -38,88 +31,6 @@ from train.augment import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class NoGoodSamples(ValueError):
-    """A full pass over the shards gave no sample that decodes."""
-
-
-def reader_info() -> tuple[int, int, int, int]:
-    """``(rank, world_size, worker, num_workers)`` of the current process."""
-    return wds.utils.pytorch_worker_info()
-
-
-def repeat_shuffled(seed: int) -> Callable:
-    """Stage: collect this reader's shard urls, then yield them forever, reshuffled each pass."""
-    def stage(src: Iterator[dict]) -> Iterator[dict]:
-        urls = list(src)
-        if not urls:
-            return
-        rank, _, worker, _ = reader_info()
-        rng = random.Random(f"{seed}-{rank}-{worker}")
-        while True:
-            rng.shuffle(urls)
-            yield from (dict(u) for u in urls)
-    return stage
-
-
-class FirstGood:
-    """Stops a stream that cannot give one good sample: until one sample of the folder has
-    decoded, each sample is tried as it leaves its tar (before any shuffle buffer), and once a
-    full pass over the shards has gone by without one, :class:`NoGoodSamples` says so."""
-
-    def __init__(self, folder: str, shards_per_pass: int, handler: SkipCounter) -> None:
-        self.folder, self.per_pass, self.handler = folder, shards_per_pass, handler
-        self.found = False
-
-    def urls(self, src: Iterator[dict]) -> Iterator[dict]:
-        """Stage on shard urls: raise once a pass is done and nothing was good."""
-        for seen, url in enumerate(src):
-            if not self.found and seen >= self.per_pass:
-                reasons = self.handler.reasons
-                why = f", e.g. {'; '.join(reasons)}" if reasons else " (the shards hold none)"
-                raise NoGoodSamples(f"train.shards: no sample of {self.folder} decodes in a "
-                                    f"full pass over its shards{why}")
-            yield url
-            if self.found:
-                yield from src
-                return
-
-    def samples(self, src: Iterator[dict]) -> Iterator[dict]:
-        """Stage on raw samples: try each one until one is good."""
-        for sample in src:
-            if not self.found:
-                try:
-                    decoded = decode_sample(sample, masks=False)
-                    rle_codec.check(decoded["rles"], *decoded["image"].shape[:2])
-                    self.found = True
-                except Exception as exc:  # noqa: BLE001 - recorded; the stream skips it later
-                    if len(self.handler.reasons) < self.handler.keep:
-                        self.handler.reasons.append(str(exc))
-            yield sample
-
-
-def make_stream(urls: list[str], seed: int, shuffle_buffer: int, num_workers: int,
-                world_size: int, handler: SkipCounter | None = None,
-                masks: bool = True) -> wds.DataPipeline:
-    """Infinite stream of decoded samples ``{key, image, record, rles[, masks]}``."""
-    if not urls:
-        raise ValueError("train.shards: no shards to read")
-    handler = handler or SkipCounter()
-    readers = max(1, world_size) * max(1, num_workers)
-    if len(urls) >= readers:
-        stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker,
-                  repeat_shuffled(seed)]
-        per_pass = -(-len(urls) // readers)
-    else:
-        stages = [wds.ResampledShards(urls, seed=seed, deterministic=True)]
-        per_pass = len(urls)
-    first = FirstGood(str(urls[0]).rsplit("/", 1)[0], per_pass, handler)
-    stages += [first.urls, wds.tarfile_to_samples(handler=handler), first.samples]
-    if shuffle_buffer > 0:
-        stages.append(wds.shuffle(shuffle_buffer, initial=shuffle_buffer // 2, seed=seed))
-    stages.append(lambda src: decode_stage(src, handler, masks))
-    return wds.DataPipeline(*stages)
 
 
 def prepare(sample: dict, rng: np.random.Generator, cfg: TrainParams) -> dict:
@@ -273,8 +184,9 @@ def batches(cfg: TrainParams, urls: list[str], micro_batch: int, seed: int,
             world_size: int = 1) -> Iterator[dict]:
     """Infinite iterator of collated micro-batches for this rank (``seed`` fixes the stream)."""
     handler = SkipCounter()
-    pipe = make_stream(urls, seed, cfg.shuffle_buffer, cfg.num_workers, world_size, handler,
-                       masks=False)
+    pipe = sample_pipeline(urls, forever=True, seed=seed, shuffle_buffer=cfg.shuffle_buffer,
+                           readers=max(1, world_size) * max(1, cfg.num_workers),
+                           handler=handler, masks=False)
     pipe.append(prepare_stage(cfg, seed, handler))
     pipe.append(batch_stage(micro_batch))
     if cfg.num_workers <= 0:

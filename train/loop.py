@@ -21,15 +21,15 @@ import torch
 import torch.distributed as dist
 
 from config import TrainParams, resolve_device, to_dict
+from models.clip import load_clip
+from models.prompts import PromptLearner, read_vocab
 from shards.reader import list_shards
 from train import checkpoint as ckpt
-from train.clip import load_clip
 from train.clustering import usage
 from train.data import batches, expand_masks
 from train.head import UpsampleHead
 from train.model import PixelCLIP, batch_loss, ema_update, make_teacher, set_trainable
 from train.optim import lr_factor, rng_state, seed_everything, set_lr, set_rng_state
-from train.prompts import PromptLearner, read_vocab
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import TrainParams
-from train.clip import dense_features, normalise
+from models.clip import normalise
+from models.dense import dense_features
+from models.prompts import PromptLearner
 from train.clustering import assign, cluster_targets, mask_pool
 from train.head import UpsampleHead
-from train.prompts import PromptLearner
 
 TRAINABLE_MODES = ("attention", "full", "none")
 

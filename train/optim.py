@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from files import atomic_path
+
 
 def lr_factor(step: int, total: int, warmup: int = 0, end_factor: float = 0.0) -> float:
     """Multiplier of the base lr at ``step``: linear warm-up, then cosine to ``end_factor``."""
@@ -64,10 +66,6 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over it."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` that a reader never sees half written (:func:`files.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.clip import _dense_block, dense_features, encode_texts, load_clip
-from train.prompts import PromptLearner
+from models.clip import encode_texts, load_clip
+from models.dense import _dense_block, dense_features
+from models.prompts import PromptLearner
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_convnext_dense_features_are_its_head_at_every_location():
     """ConvNeXt-B (open_clip convnext_base_w_320, random weights): the trunk's last feature
     map, the head's norm and projection per location, stride 32. On a one-cell map this is
     exactly the tower's pooled embedding."""
-    from train.clip import grid_size, stride
+    from models.dense import grid_size, stride
 
     torch.manual_seed(0)
     visual = load_clip("convnext_base_w_320", "").model.visual
@@ -123,7 +124,7 @@ def test_encode_texts_normalised(bundle):
 def test_prompt_words_come_from_the_given_vocabulary(bundle, tmp_path):
     import json
 
-    from train.prompts import read_vocab, vocab_record
+    from models.prompts import read_vocab, vocab_record
 
     model, tok = bundle.model, bundle.tokenizer
     record = vocab_record(tok(["a photo of sky and grass."]), tok)
@@ -160,7 +161,7 @@ def test_weights_of_the_other_activation_and_foreign_files_are_one_line_errors(t
     import json
 
     from config import ConfigError
-    from train.clip import write_weights_info
+    from models.clip import write_weights_info
 
     with pytest.raises(ConfigError, match="train.clip_pretrained: 'openai' was trained with "
                        "QuickGELU but train.clip_model 'ViT-B-16' builds GELU; use "

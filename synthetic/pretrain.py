@@ -29,9 +29,9 @@ from PIL import Image
 from torch import nn
 
 from config import ConfigError, PretrainParams, to_dict
-from train.clip import CLIPBundle, load_clip, normalise, write_weights_info
+from models.clip import CLIPBundle, load_clip, normalise, write_weights_info
+from models.prompts import vocab_record
 from train.optim import atomic_save, decay_groups, lr_factor, seed_everything, set_lr
-from train.prompts import vocab_record
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from evaluate.inference import (
     whole_features,
 )
 from evaluate.metrics import confusion_matrix, summarize
+from models.clip import load_clip
+from models.dense import stride
 from pipeline.generators.sa1b import read_annotation
 from shards import rle
-from train.clip import load_clip, stride
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,5 @@
-"""open_clip models as this project uses them: loading, dense features, text features.
-
-Dense features (docs/method.md): a ViT runs every block but the last as open_clip defines it
-and the last in a dense mode where no token attends to another; ``ln_post`` and the visual
-projection then apply to every patch token. A timm tower (ConvNeXt) applies its head's norm and
-projection at every location. Positional embeddings are interpolated bicubically, so any input
-size divisible by the tower's stride works. No open_clip code is copied or patched: the
-modules are called piece by piece.
-"""
+"""open_clip models as this project uses them: loading (with the activation check and the
+record beside every weights file), text features, image normalisation."""
 
 from __future__ import annotations
 
@@ -22,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import DENSE_MODES, ConfigError
+from config import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _REGISTERED = False
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -40,7 +33,7 @@ class CLIPBundle:
 
 
 def register_model_configs() -> None:
-    """Register the JSON model configs of ``train/model_configs`` with open_clip (idempotent)."""
+    """Register the JSON model configs of ``models/configs`` with open_clip (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -145,103 +138,6 @@ def check_activation(name: str, quick_gelu: bool, pretrained: str, key: str,
                       f"{model_key} '{name}' builds {act[quick_gelu]}; use '{hint}'")
 
 
-def interpolate_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
-                          new_grid: tuple[int, int]) -> torch.Tensor:
-    """``(1 + gh*gw, C)`` positional embedding → ``(1 + h*w, C)``, patch part bicubic."""
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    cls, grid = pos[:1], pos[1:]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
-    grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)
-    return torch.cat([cls, grid], dim=0)
-
-
-def _tokens(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Patch embedding + class token + interpolated positions + ``ln_pre``: ``(B, 1+hw, C)``."""
-    x = visual.conv1(images)
-    grid = (x.shape[-2], x.shape[-1])
-    x = x.flatten(2).transpose(1, 2)
-    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-    x = torch.cat([cls, x], dim=1)
-    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid)
-    return visual.ln_pre(x + pos.to(x.dtype)), grid
-
-
-def _dense_block(block: nn.Module, x: torch.Tensor, mode: str = "pixelclip") -> torch.Tensor:
-    """The last residual block without token mixing (batch-first ``x``, class token first).
-
-    Every token goes through the value projection and the attention output projection alone.
-    ``pixelclip`` (the official code) then adds the block's input *at the class token* to every
-    token; ``maskclip`` adds each token's own input. The MLP residual follows in both.
-    """
-    attn = block.attn
-    width = x.shape[-1]
-    w_v = attn.in_proj_weight[2 * width:]
-    b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
-    v = F.linear(block.ln_1(x), w_v, b_v)
-    v = getattr(attn, "ln_inner", nn.Identity())(v)
-    out = block.ls_1(getattr(block, "ln_attn", nn.Identity())(attn.out_proj(v)))
-    if mode == "pixelclip":
-        y = x[:, :1] + out
-    elif mode == "maskclip":
-        y = x + out
-    else:
-        raise ValueError(f"dense mode must be one of {DENSE_MODES}, got {mode!r}")
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
-
-
-def is_vit(visual: nn.Module) -> bool:
-    """Whether an open_clip image tower is a ViT (else a timm tower such as ConvNeXt)."""
-    return hasattr(visual, "transformer") and hasattr(visual, "conv1")
-
-
-def stride(visual: nn.Module) -> int:
-    """Pixels per feature-grid cell: the ViT patch size, or a timm trunk's total reduction."""
-    if is_vit(visual):
-        return int(visual.patch_size[0])
-    trunk = getattr(visual, "trunk", None)
-    if trunk is None or not hasattr(trunk, "feature_info"):
-        raise NotImplementedError(f"dense features of {type(visual).__name__} image towers")
-    return int(trunk.feature_info[-1]["reduction"])
-
-
-def dense_features(visual: nn.Module, images: torch.Tensor,
-                   mode: str = "pixelclip") -> torch.Tensor:
-    """Normalised images ``(B, 3, H, W)`` → joint-space features ``(B, D, H/s, W/s)``.
-
-    Not L2-normalised. H and W must be divisible by the tower's :func:`stride`. ViTs run
-    their last block in dense ``mode`` (:func:`_dense_block`); a timm tower (ConvNeXt) applies
-    its head's norm and the projection at every location of its last feature map.
-    """
-    step = stride(visual)
-    if images.shape[-2] % step or images.shape[-1] % step:
-        raise ValueError(f"image size {tuple(images.shape[-2:])} not divisible by {step}")
-    if not is_vit(visual):
-        return _timm_dense(visual, images)
-    if getattr(visual, "attn_pool", None) is not None:
-        raise NotImplementedError("dense features of attention-pooled towers")
-    x, (h, w) = _tokens(visual, images)
-    blocks = visual.transformer.resblocks
-    batch_first = getattr(visual.transformer, "batch_first", True)
-    if not batch_first:
-        x = x.transpose(0, 1)
-    for block in blocks[:-1]:
-        x = block(x)
-    x = _dense_block(blocks[-1], x if batch_first else x.transpose(0, 1), mode)
-    x = visual.ln_post(x[:, 1:])
-    if visual.proj is not None:
-        x = x @ visual.proj
-    return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
-
-
-def _timm_dense(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """timm trunk features → the head's norm → ``visual.head`` per location: ``(B, D, h, w)``."""
-    feats = visual.trunk.forward_features(images)
-    feats = visual.trunk.head.norm(feats)
-    return visual.head(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
 @torch.no_grad()
 def encode_texts(model: nn.Module, tokenizer, texts: list[str]) -> torch.Tensor:
     """Texts → ``(N, D)`` L2-normalised text embeddings (no gradients)."""
@@ -255,8 +151,3 @@ def normalise(images: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     mean_t = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t
-
-
-def grid_size(visual: nn.Module, resolution: int) -> int:
-    """Feature-grid side for a square input of ``resolution`` pixels."""
-    return resolution // stride(visual)

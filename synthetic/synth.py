@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from config import SynthParams, to_dict
-from pipeline.synth_world import NAMES, Scene, render_scene
 from shards import rle as rle_codec
+from synthetic.world import NAMES, Scene, render_scene
 
 SPLITS = {"train": 0, "val": 1, "web": 2}
 WEB_MIN_FRACTION = 0.08  # a class is named in a web caption once it covers 8 % of the photo
