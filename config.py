@@ -294,6 +294,15 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None):
     """Read ``params.yaml`` into :class:`Params`, then apply dotted-key overrides."""
     path = Path(path)
+    raw = _read_params(path)
+    try:
+        return apply_overrides(from_dict(Params, raw), overrides or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _read_params(path: Path, depth: int = 0) -> dict:
+    """A params file as a mapping; ``base: FILE`` (beside it) supplies the keys it omits."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -306,10 +315,22 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    try:
-        return apply_overrides(from_dict(Params, raw), overrides or {})
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or depth > 4:
+        raise ConfigError(f"{path}: 'base' must name one params file (at most 5 deep)")
+    return _merged(_read_params(path.parent / base, depth + 1), raw)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
 
 
 def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ def test_synth_masks_verify_through_the_cli(tmp_path):
     runner = CliRunner()
     world, shards = tmp_path / "world", tmp_path / "shards"
     result = runner.invoke(cli, ["synth", "--out", str(world), "--train", "4", "--val", "2",
-                                 "--size", "48"])
+                                 "--size", "48", "--web", "0"])
     assert result.exit_code == 0, result.output
     assert "4 train + 2 val" in result.output
     result = runner.invoke(cli, ["masks", "--input", str(world / "train" / "images"),

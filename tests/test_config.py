@@ -3,10 +3,45 @@ import pytest
 from config import DEFAULT_PARAMS, ConfigError, MasksParams, Params, load_params, parse_sets
 
 
-def test_repo_params_load_and_mirror_dataclasses():
-    params = load_params()
-    assert isinstance(params, Params)
-    assert isinstance(params.masks, MasksParams)
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@pytest.mark.parametrize("name, base", [("real.yaml", "params.yaml"),
+                                        ("real-convnext.yaml", "params/real.yaml")])
+def test_setup_files_state_only_what_differs_from_their_base(name, base):
+    """A key written in params/real.yaml (or real-convnext.yaml) changes its base's value:
+    nothing is repeated, so the files cannot drift apart."""
+    import yaml
+
+    from config import to_dict
+
+    raw = yaml.safe_load((DEFAULT_PARAMS.parent / "params" / name).read_text())
+    raw.pop("base", None)
+    written = _leaves(raw)
+    inherited = _leaves(to_dict(load_params(DEFAULT_PARAMS.parent / base)))
+    assert written and set(written) <= set(inherited)
+    assert [k for k, v in written.items() if inherited[k] == v] == []
+
+
+def test_base_files_are_merged_and_bad_ones_are_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("train:\n  steps: 7\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  steps: 9\n")
+    params = load_params(tmp_path / "b.yaml")
+    assert isinstance(params, Params) and isinstance(params.masks, MasksParams)
+    assert (params.train.steps, params.train.lr) == (9, 0.5)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="at most 5 deep"):
+        load_params(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="d.yaml: expected a mapping"):
+        load_params(tmp_path / "d.yaml")
 
 
 def test_unknown_key_and_wrong_type_are_one_line_errors(tmp_path):

@@ -71,11 +71,3 @@ def test_cli_bad_folder_exits_0_with_rejects(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert "6 already done" in again.output, again.output  # 16 inputs / 3 per shard
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
-
-
-def test_cli_missing_input_is_one_line_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["masks", "--generator", "superpixel",
-                                      "--input", str(tmp_path / "nope"),
-                                      "--out", str(tmp_path / "out")])
-    assert result.exit_code != 0
-    assert "masks.input" in result.output and "Traceback" not in result.output

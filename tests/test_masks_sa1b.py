@@ -29,36 +29,6 @@ def test_ingest_writes_verified_shards_manifest_and_rejects(shard_dir, synth_roo
     assert sample["record"]["generator"]["name"] == "sa1b"
 
 
-def test_resumed_run_equals_uninterrupted(synth_root, tmp_path, monkeypatch):
-    src = synth_root / "train" / "images"
-    full = tmp_path / "full"
-    masks_stage.run(_cfg(src, full))
-
-    resumed = tmp_path / "resumed"
-    calls = {"n": 0}
-    real = masks_stage.process_shard
-
-    def dies_on_second_shard(task, cfg):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # the stage is killed mid-run
-        return real(task, cfg)
-
-    monkeypatch.setattr(masks_stage, "process_shard", dies_on_second_shard)
-    with pytest.raises(KeyboardInterrupt):
-        masks_stage.run(_cfg(src, resumed))
-    monkeypatch.setattr(masks_stage, "process_shard", real)
-    assert not resumed.exists()  # a new folder appears only complete
-    (staging,) = tmp_path.glob(".resumed.partial-*")
-    assert len(list_shards(staging)) == 1
-    summary = masks_stage.run(_cfg(src, resumed))
-    assert summary.skipped_shards == 1 and summary.written == 12
-    assert not staging.exists()
-    for a, b in zip(list_shards(full), list_shards(resumed), strict=True):
-        assert Path(a).read_bytes() == Path(b).read_bytes()
-    assert read_table(full / schema.MANIFEST) == read_table(resumed / schema.MANIFEST)
-
-
 def test_changed_input_is_made_again_and_a_shorter_input_list_drops_stale_shards(
         synth_root, tmp_path, caplog):
     """Finished shards are bound to their inputs' size and mtime, not to the file names."""
@@ -164,11 +134,6 @@ def test_failed_run_before_any_shard_does_not_bind_the_folder(synth_root, tmp_pa
     assert masks_stage.run(_cfg(src, tmp_path / "s")).written == 12
 
 
-def test_missing_input_folder_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="masks.input"):
-        masks_stage.run(_cfg(tmp_path / "nope", tmp_path / "out"))
-
-
 def _write_sa1b(folder: Path, stem: str, image, masks, exif_orientation: int = 1,
                 **fields) -> None:
     """An SA-1B pair: ``stem.png`` (with an EXIF orientation tag) and ``stem.json``."""
@@ -244,3 +209,19 @@ def test_exif_rotated_images_keep_their_masks_aligned(tmp_path):
     assert np.array_equal(sample["masks"][0], red)
     (reject,) = read_table(tmp_path / "out" / schema.REJECTS)
     assert reject["key"] == "sa_2" and "EXIF orientation 3" in reject["reason"]
+
+
+def test_shards_are_cut_by_count_and_by_source_bytes(tmp_path):
+    """``shard_size`` and ``shard_max_bytes`` both close a shard; a file larger than the byte
+    budget gets a shard of its own."""
+    from pipeline.generators import Item
+
+    sizes = [400, 400, 400, 1500, 100, 100, 100, 100]
+    items = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(b"x" * size)
+        items.append(Item(key=str(i), image=str(path), source=path.name))
+    tasks = masks_stage.plan_shards(items, shard_size=3, max_bytes=1000)
+    assert [[int(i.key) for i in t.items] for t in tasks] == [[0, 1], [2], [3], [4, 5, 6], [7]]
+    assert [t.index for t in tasks] == list(range(5))

@@ -27,8 +27,15 @@ def test_pretrain_writes_a_plain_open_clip_checkpoint(synth_root, tmp_path):
     assert summary.steps == 3 and 0.0 <= summary.retrieval_top1 <= 1.0
     model, _, _ = open_clip.create_model_and_transforms("TinyCLIP-ViT-8",
                                                         pretrained=str(out / "final.pt"))
-    state = torch.load(out / "final.pt")
-    assert torch.equal(model.visual.proj, state["visual.proj"])
+    state = torch.load(out / "final.pt", weights_only=True)
+    assert set(state) == set(model.state_dict())  # plain open_clip: every key, nothing else
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.manual_seed(0)
+    start = open_clip.create_model("TinyCLIP-ViT-8").state_dict()
+    moved = [k for k in state if not torch.equal(state[k], start[k])]
+    assert "visual.proj" in moved and "text_projection" in moved  # three steps trained both
+    info = json.loads((out / "final.json").read_text())
+    assert info["open_clip_model"] == "TinyCLIP-ViT-8" and info["quick_gelu"] is False
     assert json.loads((out / "params.json").read_text())["steps"] == 3
     assert (out / "log.jsonl").read_text().count("\n") == 2  # steps 0 and 2
 

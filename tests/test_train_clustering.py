@@ -80,3 +80,36 @@ def test_head_upsamples_x4_and_its_channels_last_layout_keeps_the_values():
     assert torch.allclose(out, plain, atol=1e-5)
     out.sum().backward()
     assert maps.grad is not None and maps.grad.abs().sum() > 0
+
+
+def _sinkhorn_rank(rank: int, port: int, logits: torch.Tensor, out) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    half = logits.shape[0] // 2
+    out[rank] = sinkhorn(logits[rank * half:(rank + 1) * half], iters=3)
+    dist.destroy_process_group()
+
+
+def test_sinkhorn_over_two_ranks_equals_one_process_on_the_whole_batch():
+    """The equipartition holds over the global batch: marginals are all-reduced."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    feats, centres, _ = _separable(per=20)
+    logits = 10.0 * feats @ centres.t()
+    logits[:, 0] += 0.5
+    logits = logits[torch.randperm(len(logits), generator=torch.Generator().manual_seed(1))]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_sinkhorn_rank, args=(port, logits, out), nprocs=2)
+    together = torch.cat([out[0], out[1]])
+    assert torch.allclose(together, sinkhorn(logits, iters=3), atol=1e-6)
+    half = len(logits) // 2
+    assert not torch.allclose(out[0], sinkhorn(logits[:half], iters=3), atol=1e-4)

@@ -191,3 +191,19 @@ def test_jitter_operations_are_torchvisions_on_pil_images(op):
         assert diff.max() == 0
     else:
         assert np.median(diff) == 0 and diff.mean() < 2
+
+
+def test_fewer_shards_than_readers_resample_and_two_workers_share_the_shards(shard_dir):
+    """3 shards for 4 readers: each resamples forever with its own seed. With 2 dataloader
+    workers the stream is the same for the same seed, and both workers' shards appear."""
+    urls = list_shards(shard_dir)
+    stream = iter(sample_pipeline(urls, forever=True, readers=len(urls) + 1, seed=3))
+    keys = [next(stream)["key"] for _ in range(30)]
+    assert len(set(keys)) == 12  # every image of every shard, and more passes than one
+    cfg = _cfg(num_workers=2)
+    one = next(batches(cfg, urls, 2, seed=1))
+    two = next(batches(cfg, urls, 2, seed=1))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    data = batches(_cfg(num_workers=2, shuffle_buffer=0), urls, 1, seed=1)
+    seen = {bytes(next(data)["teacher"].numpy()) for _ in range(24)}
+    assert len(seen) >= 10  # samples from the shards of both workers, not one worker's twice

@@ -153,3 +153,98 @@ def test_batch_not_divisible(shard_dir, tmp_path, bad):
 
     with pytest.raises(ValueError, match="divisible"):
         run(tiny_cfg(shard_dir, tmp_path, **bad))
+
+
+def _tiny_run(shard_dir, tmp_path, **kw):
+    from shards.reader import list_shards
+    from train.data import batches, expand_masks
+    from train.loop import build
+
+    run = build(tiny_cfg(shard_dir, tmp_path, **kw))
+    batch = next(batches(run.cfg, list_shards(shard_dir), 4, seed=0))
+    batch["masks"], batch["valid"] = expand_masks(batch, run.cfg.max_masks)
+    return run, batch
+
+
+def test_loss_counts_only_pixels_inside_some_mask(shard_dir, tmp_path, monkeypatch):
+    """Changing the student's logits where no mask lies leaves the loss as it is."""
+    from train import model as model_module
+
+    run, batch = _tiny_run(shard_dir, tmp_path)
+    batch["masks"][:, 0] = False  # the synthetic masks tile the image: leave a hole
+    covered = batch["masks"].any(dim=1)
+    assert covered.any() and not covered.all()
+    base, _ = model_module.batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+    real = model_module.PixelCLIP.forward
+
+    def noisy(self, *args, **kwargs):
+        logits, centres = real(self, *args, **kwargs)
+        return logits + 50.0 * (~covered).unsqueeze(1), centres
+
+    monkeypatch.setattr(model_module.PixelCLIP, "forward", noisy)
+    again, _ = model_module.batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+    assert torch.equal(base, again)
+
+
+def test_ablation_switches_drop_sinkhorn_and_the_teacher(shard_dir, tmp_path):
+    """use_clustering=false assigns by the plain argmax; use_momentum=false takes the
+    assignment features from the student, so a broken teacher changes nothing."""
+    from models.clip import normalise
+    from models.dense import dense_features
+    from train.clustering import assign, mask_pool
+    from train.model import batch_loss
+
+    run, batch = _tiny_run(shard_dir, tmp_path, use_clustering=False, use_momentum=False)
+    _, labels = batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+    with torch.no_grad():
+        feats = dense_features(run.core.visual, normalise(batch["teacher"], *run.stats),
+                               run.cfg.dense_mode)
+        pooled = mask_pool(feats, batch["masks"])
+        centres = run.core.prompts(run.clip)
+        plain = assign(pooled, batch["valid"], centres, run.cfg.logit_scale, 0)
+        sims = torch.nn.functional.normalize(pooled[batch["valid"]], dim=-1) @ \
+            torch.nn.functional.normalize(centres, dim=-1).t()
+    assert torch.equal(labels, plain) and torch.equal(labels[batch["valid"]], sims.argmax(1))
+    for p in run.teacher.parameters():
+        p.data.normal_()
+    loss_a, labels_a = batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+    loss_b, labels_b = batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+    assert torch.equal(labels_a, labels) and torch.equal(loss_a, loss_b)
+
+
+def test_grad_accum_steps_with_the_mean_of_the_micro_batch_gradients(shard_dir, tmp_path):
+    """Two accumulated micro-batches give the gradient of their mean loss: that of the two
+    halves taken apart and averaged (each half clusters its own masks, as on a GPU alone)."""
+    from shards.reader import list_shards
+    from train.data import batches
+    from train.loop import build, train_step
+
+    data = batches(tiny_cfg(shard_dir, tmp_path), list_shards(shard_dir), 2, seed=0)
+    halves = [next(data), next(data)]
+    grads = []
+    for micro in ([halves[0]], [halves[1]], halves):
+        run = build(tiny_cfg(shard_dir, tmp_path, grad_clip=1e9, lr=0.0))
+        train_step(run, micro, 0)
+        grads.append(run.core.prompts.token_embeddings.grad.clone())
+    assert torch.allclose(grads[2], (grads[0] + grads[1]) / 2, atol=1e-6)
+    assert not torch.allclose(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("mode, expect", [("full", "all"), ("none", "nothing")])
+def test_trainable_full_and_none(shard_dir, tmp_path, mode, expect):
+    from train.model import set_trainable
+
+    run, _ = _tiny_run(shard_dir, tmp_path)
+    names = set_trainable(run.core.visual, mode)
+    trained = {n for n, p in run.core.visual.named_parameters() if p.requires_grad}
+    assert set(names) == trained
+    total = {n for n, _ in run.core.visual.named_parameters()}
+    assert trained == (total if expect == "all" else set())
+
+
+def test_checkpoints_are_pruned_to_the_newest(shard_dir, tmp_path):
+    from train import checkpoint as ckpt
+    from train.loop import run
+
+    run(tiny_cfg(shard_dir, tmp_path / "r", steps=5, checkpoint_every=1))
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "r")] == [3, 4, 5]
