@@ -41,27 +41,74 @@ def _tokens(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tupl
     return visual.ln_pre(x + pos.to(x.dtype)), grid
 
 
-def _dense_block(block: nn.Module, x: torch.Tensor, mode: str = "pixelclip") -> torch.Tensor:
-    """The last residual block without token mixing (batch-first ``x``, class token first).
+def _dense_block(block: nn.Module, x: torch.Tensor, mode: str = "pixelclip",
+                 grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """The last residual block in a dense ``mode`` (batch-first ``x``, class token first).
 
-    Every token goes through the value projection and the attention output projection alone.
-    ``pixelclip`` (the official code) then adds the block's input *at the class token* to every
-    token; ``maskclip`` adds each token's own input. The MLP residual follows in both.
+    ``pixelclip`` (the official code) and ``maskclip``: every token through the value and
+    output projections alone, plus the block's input at the class token (``pixelclip``) or at
+    the token itself (``maskclip``), then the MLP residual. The training-free modes change the
+    attention: ``clearclip`` (query-query attention, no residual, no MLP), ``sclip`` (the sum
+    of query-query and key-key attention, residual and MLP kept), ``naclip`` (key-key
+    attention plus a Gaussian prior on the patch grid's distances, no residual, no MLP).
     """
-    attn = block.attn
-    width = x.shape[-1]
-    w_v = attn.in_proj_weight[2 * width:]
-    b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
-    v = F.linear(block.ln_1(x), w_v, b_v)
-    v = getattr(attn, "ln_inner", nn.Identity())(v)
-    out = block.ls_1(getattr(block, "ln_attn", nn.Identity())(attn.out_proj(v)))
-    if mode == "pixelclip":
-        y = x[:, :1] + out
-    elif mode == "maskclip":
-        y = x + out
-    else:
+    if mode in ("pixelclip", "maskclip"):
+        out = block.ls_1(_attn_out(block, _values(block, block.ln_1(x))))
+        y = (x[:, :1] if mode == "pixelclip" else x) + out
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
+    if mode not in DENSE_MODES:
         raise ValueError(f"dense mode must be one of {DENSE_MODES}, got {mode!r}")
-    return y + block.ls_2(block.mlp(block.ln_2(y)))
+    q, k, v = _heads(block, block.ln_1(x))
+    scale = q.shape[-1] ** -0.5
+    if mode == "clearclip":
+        weights = (q @ q.transpose(-1, -2) * scale).softmax(-1)
+    elif mode == "sclip":
+        weights = ((q @ q.transpose(-1, -2) * scale).softmax(-1)
+                   + (k @ k.transpose(-1, -2) * scale).softmax(-1))
+    else:
+        prior = neighbourhood_prior(grid, NACLIP_STD, x.device, x.dtype)
+        weights = (k @ k.transpose(-1, -2) * scale + prior).softmax(-1)
+    mixed = (weights @ v).transpose(1, 2).reshape(x.shape)
+    out = block.ls_1(_attn_out(block, mixed))
+    if mode == "sclip":
+        y = x + out
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
+    return out
+
+
+NACLIP_STD = 5.0  # NACLIP's Gaussian width, in patches
+
+
+def _values(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    attn, width = block.attn, x.shape[-1]
+    bias = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+    return getattr(attn, "ln_inner", nn.Identity())(
+        F.linear(x, attn.in_proj_weight[2 * width:], bias))
+
+
+def _attn_out(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return getattr(block, "ln_attn", nn.Identity())(block.attn.out_proj(x))
+
+
+def _heads(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys, values ``(B, heads, L, head_dim)`` of the block's attention."""
+    attn = block.attn
+    b, n, width = x.shape
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(b, n, 3, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4)
+    return q, k, getattr(attn, "ln_inner", nn.Identity())(v)
+
+
+def neighbourhood_prior(grid: tuple[int, int], std: float, device=None,
+                        dtype=None) -> torch.Tensor:
+    """NACLIP's attention prior ``(1 + hw, 1 + hw)``: exp(−d² / 2σ²) between two patches at
+    distance d on the grid (σ in patches), 0 wherever the class token is involved."""
+    h, w = grid
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                            indexing="ij")
+    cells = torch.stack([ys.flatten(), xs.flatten()], dim=1).to(torch.float32)
+    prior = torch.exp(-torch.cdist(cells, cells).square() / (2 * std * std))
+    return F.pad(prior, (1, 0, 1, 0)).to(dtype)
 
 
 def is_vit(visual: nn.Module) -> bool:
@@ -101,7 +148,7 @@ def dense_features(visual: nn.Module, images: torch.Tensor,
         x = x.transpose(0, 1)
     for block in blocks[:-1]:
         x = block(x)
-    x = _dense_block(blocks[-1], x if batch_first else x.transpose(0, 1), mode)
+    x = _dense_block(blocks[-1], x if batch_first else x.transpose(0, 1), mode, (h, w))
     x = visual.ln_post(x[:, 1:])
     if visual.proj is not None:
         x = x @ visual.proj

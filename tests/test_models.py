@@ -1,11 +1,13 @@
 """Loading, dense features, learnable prompts and the open_clip export."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models.clip import encode_texts, load_clip
-from models.dense import _dense_block, dense_features
+from models.dense import _dense_block, _tokens, dense_features
 from models.prompts import PromptLearner
 
 
@@ -189,3 +191,49 @@ def test_weights_of_the_other_activation_and_foreign_files_are_one_line_errors(t
                            r"TinyCLIP-ViT-8 state dict \(") as info_:
             load_clip("TinyCLIP-ViT-8", str(bad), key="evaluate.checkpoint")
         assert "\n" not in str(info_.value)
+
+
+def restated_last_block(block, x: torch.Tensor, mode: str, grid) -> torch.Tensor:
+    """ClearCLIP, SCLIP and NACLIP's last block from their papers, head by head, tokens first
+    as their code lays them out: ``x`` is ``(L, C)`` for one image."""
+    heads, width = block.attn.num_heads, x.shape[-1]
+    d = width // heads
+    y = F.layer_norm(x, (width,), block.ln_1.weight, block.ln_1.bias, 1e-5)
+    q, k, v = F.linear(y, block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, -1)
+    h, w = grid
+    prior = torch.zeros(len(x), len(x))
+    for a in range(h * w):
+        for b in range(h * w):
+            dist2 = (a // w - b // w) ** 2 + (a % w - b % w) ** 2
+            prior[1 + a, 1 + b] = math.exp(-dist2 / (2 * 5.0 ** 2))
+    out = []
+    for i in range(heads):
+        qi, ki, vi = (t[:, i * d:(i + 1) * d] for t in (q, k, v))
+        qq, kk = qi @ qi.t() / math.sqrt(d), ki @ ki.t() / math.sqrt(d)
+        attn = {"clearclip": qq.softmax(-1), "sclip": qq.softmax(-1) + kk.softmax(-1),
+                "naclip": (kk + prior).softmax(-1)}[mode]
+        out.append(attn @ vi)
+    out = F.linear(torch.cat(out, -1), block.attn.out_proj.weight, block.attn.out_proj.bias)
+    if mode != "sclip":
+        return out
+    y = x + out
+    hidden = F.layer_norm(y, (width,), block.ln_2.weight, block.ln_2.bias, 1e-5)
+    return y + block.mlp(hidden)
+
+
+@pytest.mark.parametrize("mode", ["clearclip", "sclip", "naclip"])
+def test_training_free_dense_modes_equal_their_papers(bundle, mode):
+    visual = bundle.model.visual
+    images = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        got = dense_features(visual, images, mode)
+        x, grid = _tokens(visual, images)
+        for block in visual.transformer.resblocks[:-1]:
+            x = block(x)
+        last = visual.transformer.resblocks[-1]
+        want = torch.stack([restated_last_block(last, xi, mode, grid) for xi in x])
+        want = (visual.ln_post(want[:, 1:]) @ visual.proj).transpose(1, 2).reshape(got.shape)
+    assert got.shape == (2, 128, 6, 8)
+    assert torch.allclose(got, want, atol=1e-4)
+    others = {m: dense_features(visual, images, m) for m in ("maskclip", "pixelclip")}
+    assert all(not torch.allclose(got, o, atol=1e-2) for o in others.values())
