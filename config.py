@@ -185,6 +185,25 @@ class BenchmarkRoots:
     voc20: str = ""
 
 
+# Inference protocols: pixelclip (the paper's: the whole image squashed to resolution², 8
+# templates, features at feature_size²), sclip (the training-free methods': short side 336,
+# 560 on Cityscapes, sliding 224² windows at stride 112, 80 templates, logit scale 40).
+PROTOCOLS = ("pixelclip", "sclip")
+# where mask-guided inference takes its masks: the masks stage's generators
+MASK_SOURCES = ("sa1b", "sam", "dino", "superpixel")
+
+
+@dataclass(frozen=True)
+class EvalOption:
+    """One row of the options table: a named set of inference settings ("" = the default)."""
+
+    name: str
+    dense_mode: str = choice("", ("", *DENSE_MODES))
+    protocol: str = choice("", ("", *PROTOCOLS))
+    masks: str = choice("", ("", *MASK_SOURCES))  # "" = no masks
+    pamr: bool = False
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     """Baseline (untuned CLIP) and checkpoint scored side by side (docs/method.md)."""
@@ -197,6 +216,13 @@ class EvaluateParams:
     # dense features upsampled to this grid before the text similarity
     feature_size: int = bounded(64, 1)
     dense_mode: str = choice("maskclip", DENSE_MODES)  # the last block's dense path
+    protocol: str = choice("pixelclip", PROTOCOLS)
+    masks: str = choice("", ("", *MASK_SOURCES))  # mask-guided inference: "" = off
+    pamr: bool = False  # PAMR refinement of the logits
+    pamr_steps: int = bounded(10, 1)
+    pamr_dilations: tuple[int, ...] = bounded((8, 16), 1)
+    mask_cache: str = "data/eval_masks"  # the masks stage's shards of the evaluation images
+    options: tuple[EvalOption, ...] = ()  # more rows of the results table
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
     max_images: int = bounded(0, 0)  # per benchmark, 0 = all
@@ -396,6 +422,12 @@ def stage_params(params_path: str | Path, section: str, sets: tuple[str, ...],
 
     ``flags`` maps keys of ``section`` to CLI values; ``None`` means "not given".
     """
+    return getattr(all_params(params_path, section, sets, flags), section)
+
+
+def all_params(params_path: str | Path, section: str, sets: tuple[str, ...],
+               flags: dict[str, Any]) -> Params:
+    """Every section, with ``--set`` overrides and ``section``'s flags applied."""
     overrides = parse_sets(sets)
     overrides.update({f"{section}.{k}": v for k, v in flags.items() if v is not None})
-    return getattr(load_params(params_path, overrides), section)
+    return load_params(params_path, overrides)

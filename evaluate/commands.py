@@ -8,7 +8,21 @@ from pathlib import Path
 import click
 
 from cli_options import params_option, set_option
-from config import stage_params
+from config import DENSE_MODES, MASK_SOURCES, PROTOCOLS, all_params
+
+
+def inference_options(command):
+    """The flags of how images become labels, shared by evaluate and segment."""
+    for option in reversed([
+        click.option("--dense-mode", type=click.Choice(DENSE_MODES),
+                     help="last block's dense path [evaluate.dense_mode]"),
+        click.option("--protocol", type=click.Choice(PROTOCOLS), help="[evaluate.protocol]"),
+        click.option("--masks", type=click.Choice(["", *MASK_SOURCES]),
+                     help="mask-guided inference: the masks' generator [evaluate.masks]"),
+        click.option("--pamr/--no-pamr", default=None, help="PAMR refinement [evaluate.pamr]"),
+    ]):
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -22,16 +36,19 @@ from config import stage_params
               help="sliding windows instead of the whole image [evaluate.sliding_window]")
 @click.option("--max-images", type=int, help="per benchmark, 0 = all [evaluate.max_images]")
 @click.option("--device", help="auto | cpu | cuda [evaluate.device]")
+@inference_options
 def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sliding_window,
-             max_images, device) -> None:
+             max_images, device, dense_mode, protocol, masks, pamr) -> None:
     """Score the untuned CLIP and the checkpoint on every benchmark (mIoU, plots)."""
     from evaluate.stage import run
 
-    cfg = stage_params(params_path, "evaluate", sets, {
+    params = all_params(params_path, "evaluate", sets, {
         "checkpoint": checkpoint, "baseline": baseline, "clip_model": clip_model,
         "resolution": resolution, "sliding_window": sliding_window, "max_images": max_images,
-        "device": device})
-    summary = run(cfg)
+        "device": device, "dense_mode": dense_mode, "protocol": protocol, "masks": masks,
+        "pamr": pamr})
+    cfg = params.evaluate
+    summary = run(cfg, params.masks)
     for line in summary.lines():  # skipped benchmarks are logged by run()
         click.echo(line)
     click.echo(f"metrics: {summary.metrics}, plots: {cfg.plots}")
@@ -74,20 +91,19 @@ def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, convention, json_
 @click.option("--device", help="auto | cpu | cuda [evaluate.device]")
 @params_option
 @set_option
+@inference_options
 def segment(images, classes, checkpoint, clip_model, out, resolution, sliding_window, device,
-            params_path, sets) -> None:
+            params_path, sets, dense_mode, protocol, masks, pamr) -> None:
     """Segment IMAGES with the given class names: overlay PNG with legend + label PNG."""
-    from evaluate.inference import options_from
     from evaluate.segment import parse_classes
     from evaluate.segment import segment as run_segment
 
     names = parse_classes(classes)
-    cfg = stage_params(params_path, "evaluate", sets, {
+    params = all_params(params_path, "evaluate", sets, {
         "checkpoint": checkpoint, "clip_model": clip_model, "resolution": resolution,
-        "sliding_window": sliding_window, "device": device})
-    written = run_segment(list(images), names, out, cfg.clip_model, cfg.checkpoint,
-                          options_from(cfg), cfg.device)
-    for path in written:
+        "sliding_window": sliding_window, "device": device, "dense_mode": dense_mode,
+        "protocol": protocol, "masks": masks, "pamr": pamr})
+    for path in run_segment(list(images), names, out, params.evaluate, params.masks):
         click.echo(str(path))
 
 

@@ -4,7 +4,9 @@ similarity with the class embeddings → logits upsampled to label size → argm
 
 Two modes: the whole image squashed to ``resolution``² (the paper's protocol), or sliding
 ``resolution``² windows over the image resized to a short side of ``slide_short_side``, window
-logits averaged where they overlap.
+logits averaged where they overlap. The logits at the image's size may then be refined
+(``evaluate.refine``: PAMR, masks) before the argmax. :func:`options_for` turns the evaluate
+params, an option of the results table and a benchmark into :class:`InferenceOptions`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluate.class_names import TEMPLATES, prompts_for
+from evaluate.class_names import IMAGENET_TEMPLATES, TEMPLATES, prompts_for
+from evaluate.refine import paint_masks, pamr
 from models.clip import CLIPBundle, encode_texts
 from models.dense import dense_features, stride
 
@@ -32,12 +35,36 @@ class InferenceOptions:
     window_stride: int = 0  # 0 = resolution * 2 / 3
     slide_short_side: int = 0  # 0 = resolution
     dense_mode: str = "pixelclip"
+    templates: tuple[str, ...] = TEMPLATES
+    pamr_steps: int = 0  # 0 = no PAMR
+    pamr_dilations: tuple[int, ...] = (8, 16)
 
 
 def options_from(cfg) -> InferenceOptions:
-    """The inference fields of an ``EvaluateParams``."""
+    """The inference fields of an ``EvaluateParams`` under its default settings."""
+    return options_for(cfg)
+
+
+def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
+    """Inference options of ``cfg`` (an ``EvaluateParams``) with ``option`` (an
+    ``EvalOption``, its empty fields taking ``cfg``'s) on ``benchmark``. The ``sclip``
+    protocol fixes its own geometry and templates (short side 560 on Cityscapes)."""
+    protocol = (option and option.protocol) or cfg.protocol
+    mode = (option and option.dense_mode) or cfg.dense_mode
+    pamr = option.pamr if option is not None else cfg.pamr
+    steps = cfg.pamr_steps if pamr else 0
+    if protocol == "sclip":
+        return InferenceOptions(
+            SCLIP_WINDOW, 0, True, SCLIP_STRIDE,
+            SCLIP_SHORT_SIDE.get(benchmark, SCLIP_SHORT_SIDE[""]), mode,
+            IMAGENET_TEMPLATES, steps, cfg.pamr_dilations)
     return InferenceOptions(cfg.resolution, cfg.feature_size, cfg.sliding_window,
-                            cfg.window_stride, cfg.slide_short_side, cfg.dense_mode)
+                            cfg.window_stride, cfg.slide_short_side, mode, TEMPLATES, steps,
+                            cfg.pamr_dilations)
+
+
+SCLIP_WINDOW, SCLIP_STRIDE = 224, 112
+SCLIP_SHORT_SIDE = {"": 336, "cityscapes": 560}
 
 
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
@@ -93,9 +120,11 @@ def whole_features(bundle: CLIPBundle, batch: torch.Tensor,
 
 def whole_logits(bundle: CLIPBundle, batch: torch.Tensor, text: torch.Tensor,
                  feature_size: int, mode: str = "pixelclip") -> torch.Tensor:
-    """Normalised ``(B, 3, r, r)`` images → ``(B, C, feature_size, feature_size)`` logits."""
-    return features_to_logits(whole_features(bundle, batch, mode), text,
-                              (feature_size, feature_size))
+    """Normalised ``(B, 3, r, r)`` images → ``(B, C, s, s)`` logits, ``s`` = ``feature_size``
+    (0: the feature grid itself, logits upsampled later, as SCLIP does)."""
+    features = whole_features(bundle, batch, mode)
+    size = (feature_size, feature_size) if feature_size else tuple(features.shape[-2:])
+    return features_to_logits(features, text, size)
 
 
 def window_origins(length: int, window: int, stride: int) -> list[int]:
@@ -136,8 +165,10 @@ def _slide_size(shape: tuple[int, ...], options: InferenceOptions) -> tuple[int,
 
 @torch.inference_mode()
 def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray],
-            options: InferenceOptions, device: torch.device) -> list[np.ndarray]:
-    """Label maps (``uint8`` class ids, each at its image's size) for a batch of RGB images."""
+            options: InferenceOptions, device: torch.device,
+            masks: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+    """Label maps (``uint8`` class ids, each at its image's size) for a batch of RGB images;
+    with ``masks`` (per image ``(N, H, W)`` bool or None) each mask is named as a whole."""
     sizes = [img.shape[:2] for img in images]
     if options.sliding_window:
         stride = options.window_stride or max(1, options.resolution * 2 // 3)
@@ -150,7 +181,17 @@ def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray]
         batch = torch.stack([to_input(img, side, bundle, device) for img in images])
         logits = list(whole_logits(bundle, batch, text, options.feature_size,
                                    options.dense_mode))
-    return [label_map(lg, size) for lg, size in zip(logits, sizes, strict=True)]
+    out = []
+    for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
+        up = F.interpolate(lg[None].float(), size=tuple(size), mode="bilinear",
+                           align_corners=False)[0]
+        if options.pamr_steps:
+            image = torch.from_numpy(np.ascontiguousarray(images[i])).to(device)
+            up = pamr(image.permute(2, 0, 1).float(), up, options.pamr_steps,
+                      options.pamr_dilations)
+        labels = paint_masks(up, masks[i] if masks is not None else None)
+        out.append(labels.cpu().numpy().astype(np.uint8 if lg.shape[0] <= 255 else np.uint16))
+    return out
 
 
 def label_map(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

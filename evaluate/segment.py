@@ -6,20 +6,19 @@ same inference path as the evaluate stage.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from config import resolve_device
+from config import EvaluateParams, MasksParams, resolve_device
 from evaluate import report
 from evaluate.benchmarks import read_image
-from evaluate.inference import (
-    InferenceOptions,
-    check_resolution,
-    predict,
-    text_classifier,
-)
+from evaluate.inference import check_resolution, options_for, predict, text_classifier
 from evaluate.labels import write_label
 from models.clip import load_clip
+from pipeline.generators import Item, get_generator
+from pipeline.images import BadInput, load_image
+from shards import rle
 
 
 def parse_classes(text: str) -> list[str]:
@@ -45,10 +44,11 @@ def output_names(images: list[Path]) -> list[str]:
     return [p.relative_to(common).with_suffix("").as_posix().replace("/", "__") for p in full]
 
 
-def segment(images: list[str | Path], classes: list[str], out: str | Path, model: str,
-            checkpoint: str, options: InferenceOptions, device: str = "auto") -> list[Path]:
-    """Write ``<name>_overlay.png`` and ``<name>_label.png`` per image into ``out`` (names
-    from :func:`output_names`); return them."""
+def segment(images: list[str | Path], classes: list[str], out: str | Path,
+            cfg: EvaluateParams, masks: MasksParams | None = None) -> list[Path]:
+    """Write ``<name>_overlay.png`` and ``<name>_label.png`` per image into ``out`` (names from
+    :func:`output_names`) with ``cfg.checkpoint`` under ``cfg``'s inference settings; with
+    ``cfg.masks`` each image's masks come from that generator (``masks``' settings)."""
     for image in images:
         if not Path(image).is_file():
             raise FileNotFoundError(f"image not found: {image}")
@@ -56,16 +56,33 @@ def segment(images: list[str | Path], classes: list[str], out: str | Path, model
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out: {out} is a file, not a folder")
     names = output_names([Path(p) for p in images])
-    torch_device = resolve_device(device, "--device")
-    bundle = load_clip(model, checkpoint, torch_device, key="--checkpoint")
+    device = resolve_device(cfg.device, "--device")
+    bundle = load_clip(cfg.clip_model, cfg.checkpoint, device, key="--checkpoint")
+    options = options_for(cfg)
     check_resolution(bundle, options)
-    text = text_classifier(bundle, classes).to(torch_device)
+    text = text_classifier(bundle, classes, options.templates).to(device)
+    generator = None
+    if cfg.masks:
+        generator = get_generator(dataclasses.replace(masks or MasksParams(),
+                                                      generator=cfg.masks))
     written = []
     for path, name in zip(map(Path, images), names, strict=True):
         rgb = read_image(path)
-        (label,) = predict(bundle, text, [rgb], options, torch_device)
+        image_masks = [_masks_of(generator, path, rgb.shape[:2])] if generator else None
+        (label,) = predict(bundle, text, [rgb], options, device, image_masks)
         written.append(write_label(out / f"{name}_label.png", label))
-        title = f"{path.name}: {model} ({checkpoint or 'random init'})"
+        title = f"{path.name}: {cfg.clip_model} ({cfg.checkpoint or 'random init'})"
         written.append(report.labelled_overlay(out / f"{name}_overlay.png", title, rgb,
                                                label, classes))
     return written
+
+
+def _masks_of(generator, path: Path, size: tuple[int, int]):
+    """The generator's masks of one image at ``size``, or None where it gives none."""
+    sidecar = path.with_suffix(".json")
+    item = Item(path.stem, str(path), path.name, str(sidecar) if sidecar.is_file() else None)
+    try:
+        found = generator(item, load_image(path))
+    except BadInput as exc:
+        raise ValueError(f"{path}: no masks ({exc})") from None
+    return rle.decode(found.rles, *size) if found.rles else None

@@ -8,7 +8,9 @@ a second JSON with the resolved config, and figures under ``plots/<benchmark>/``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,13 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config import EvaluateParams, resolve_device, to_dict
+from config import ConfigError, EvaluateParams, MasksParams, resolve_device, to_dict
 from evaluate import report
 from evaluate.benchmarks import Benchmark, BenchmarkError, discover, load_pair
+from evaluate.eval_masks import benchmark_masks, decode_for
 from evaluate.inference import (
     InferenceOptions,
     check_resolution,
-    options_from,
+    options_for,
     predict,
     text_classifier,
 )
@@ -38,11 +41,25 @@ log = logging.getLogger(__name__)
 PROMPTS_FILE = "prompts.pt"
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of the results table: a name ('' = the default settings), how images become
+    logits, where its masks come from ('' = none), and its settings as eval.json shows them."""
+
+    name: str
+    options: InferenceOptions
+    masks: str
+    settings: dict
+
+
 @dataclass
 class BenchResult:
-    """Confusion matrices per model and the first few samples kept for the overlay grid."""
+    """Confusion matrices per model (default row) and per option row and model, seconds of
+    inference per row, and the first few samples kept for the overlay grid."""
 
     matrices: dict[str, np.ndarray]
+    rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # one line per image that was left out
     images: list[np.ndarray] = field(default_factory=list)
     truths: list[np.ndarray] = field(default_factory=list)
@@ -69,26 +86,41 @@ class EvalSummary:
         return out
 
 
-def run(cfg: EvaluateParams) -> EvalSummary:
-    """Score the baseline and (when ``cfg.checkpoint`` is set) the checkpoint on every benchmark;
-    write ``cfg.metrics``, ``cfg.per_class`` and the figures under ``cfg.plots``."""
+def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
+    """Score the baseline and (when ``cfg.checkpoint`` is set) the checkpoint on every benchmark,
+    under the default settings and every option row; write ``cfg.metrics``, ``cfg.per_class``
+    and the figures under ``cfg.plots``. ``masks`` holds the generators' settings for
+    mask-guided rows (params.yaml's ``masks`` section)."""
     device = resolve_device(cfg.device, "evaluate.device")
+    names = [o.name for o in cfg.options]
+    if len(set(names)) != len(names) or "" in names:
+        raise ConfigError("evaluate.options: every option needs a name of its own")
     benchmarks, skipped = discover(cfg)
     for line in skipped:
         log.info(line)
     models = load_models(cfg, device)
-    options = options_from(cfg)
-    for bundle in models.values():
-        check_resolution(bundle, options)
+    for bench in benchmarks:
+        for row in table_rows(cfg, bench.name):
+            for bundle in models.values():
+                check_resolution(bundle, row.options)
     prompts = load_prompt_features(cfg.checkpoint)
     results, per_class = {}, {"config": to_dict(cfg)}
     for bench in benchmarks:
-        outcome = evaluate_benchmark(bench, models, options, device, cfg)
+        outcome = evaluate_benchmark(bench, models, device, cfg, masks or MasksParams())
         summaries = {m: summarize(cm, bench.classes, bench.miou)
                      for m, cm in outcome.matrices.items()}
-        results[bench.name] = headline(summaries, len(bench.pairs) - len(outcome.skipped))
+        scored = len(bench.pairs) - len(outcome.skipped)
+        results[bench.name] = headline(summaries, scored)
         results[bench.name].update(miou_convention=bench.miou,
                                    skipped_images=len(outcome.skipped))
+        if cfg.options:
+            rows = {r.name: r for r in table_rows(cfg, bench.name)}
+            results[bench.name]["options"] = {
+                name: {**rows[name].settings,
+                       **headline({m: summarize(cm, bench.classes, bench.miou)
+                                   for m, cm in matrices.items()}, scored),
+                       "seconds_per_image": round(outcome.seconds[name] / max(1, scored), 4)}
+                for name, matrices in outcome.rows.items()}
         per_class[bench.name] = {m: s["per_class"] for m, s in summaries.items()}
         write_figures(Path(cfg.plots) / bench.name, bench, outcome, summaries)
         if prompts is not None:
@@ -102,6 +134,18 @@ def run(cfg: EvaluateParams) -> EvalSummary:
     write_json(cfg.metrics, results)
     write_json(cfg.per_class, per_class)
     return EvalSummary(cfg.metrics, results, tuple(skipped))
+
+
+def table_rows(cfg: EvaluateParams, benchmark: str) -> list[Row]:
+    """The default row (name '') and one per ``cfg.options`` entry, resolved for ``benchmark``."""
+    rows = [Row("", options_for(cfg, None, benchmark), cfg.masks, {})]
+    for option in cfg.options:
+        settings = {"dense_mode": option.dense_mode or cfg.dense_mode,
+                    "protocol": option.protocol or cfg.protocol,
+                    "masks": option.masks, "pamr": option.pamr}
+        rows.append(Row(option.name, options_for(cfg, option, benchmark), option.masks,
+                        settings))
+    return rows
 
 
 def load_models(cfg: EvaluateParams, device: torch.device) -> dict[str, CLIPBundle]:
@@ -126,14 +170,21 @@ def load_prompt_features(checkpoint: str) -> np.ndarray | None:
     return torch.nn.functional.normalize(feats, dim=-1).numpy()
 
 
-def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle],
-                       options: InferenceOptions, device: torch.device,
-                       cfg: EvaluateParams) -> BenchResult:
-    """Every model's confusion matrix on ``bench`` (each image is read once for all models)."""
+def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle], device: torch.device,
+                       cfg: EvaluateParams, masks: MasksParams) -> BenchResult:
+    """Every model's confusion matrix on ``bench`` under every row of the table (each image is
+    read once for all of them)."""
     n = len(bench.classes)
-    texts = {m: text_classifier(b, bench.classes).to(device) for m, b in models.items()}
+    rows = table_rows(cfg, bench.name)
+    texts = {(m, r.options.templates): text_classifier(b, bench.classes,
+                                                       r.options.templates).to(device)
+             for m, b in models.items() for r in rows}
+    found = {g: benchmark_masks(cfg.mask_cache, bench, dataclasses.replace(masks, generator=g))
+             for g in sorted({r.masks for r in rows} - {""})}
     result = BenchResult({m: np.zeros((n, n), np.int64) for m in models},
-                         preds={m: [] for m in models})
+                         rows={r.name: {m: np.zeros((n, n), np.int64) for m in models}
+                               for r in rows[1:]},
+                         seconds={r.name: 0.0 for r in rows}, preds={m: [] for m in models})
     batches = [bench.pairs[i:i + cfg.batch_size]
                for i in range(0, len(bench.pairs), cfg.batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -153,13 +204,24 @@ def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle],
             keep = max(0, min(len(images), cfg.num_plot_images - len(result.images)))
             result.images += images[:keep]
             result.truths += truths[:keep]
-            for m, bundle in models.items():
-                preds = predict(bundle, texts[m], images, options, device)
-                for pair, pred, truth in zip(pairs, preds, truths, strict=True):
-                    result.matrices[m] += confusion_matrix(pred, truth, n)
-                    if cfg.predictions:
-                        write_label(Path(cfg.predictions) / bench.name / m / pair.key, pred)
-                result.preds[m] += preds[:keep]
+            for row in rows:
+                image_masks = ([decode_for(found[row.masks].get(p.key), img.shape[:2])
+                                for p, img in zip(pairs, images, strict=True)]
+                               if row.masks else None)
+                for m, bundle in models.items():
+                    start = time.perf_counter()
+                    preds = predict(bundle, texts[m, row.options.templates], images,
+                                    row.options, device, image_masks)
+                    result.seconds[row.name] += time.perf_counter() - start
+                    target = result.rows[row.name][m] if row.name else result.matrices[m]
+                    for pred, truth in zip(preds, truths, strict=True):
+                        target += confusion_matrix(pred, truth, n)
+                    if not row.name:
+                        if cfg.predictions:
+                            for pair, pred in zip(pairs, preds, strict=True):
+                                write_label(Path(cfg.predictions) / bench.name / m / pair.key,
+                                            pred)
+                        result.preds[m] += preds[:keep]
     return result
 
 

@@ -215,6 +215,20 @@ def test_cli_segment_writes_overlay_and_label(tmp_path, synth_root, checkpoint):
     result = CliRunner().invoke(cli, ["segment", str(image), "--classes", " , ",
                                       "--out", str(tmp_path / "seg")])
     assert result.exit_code != 0 and "at least one class name" in result.output
+    for extra in (["--masks", "sa1b"], ["--masks", "superpixel", "--dense-mode", "sclip",
+                                        "--pamr"]):
+        out = tmp_path / extra[1]
+        result = CliRunner().invoke(cli, ["segment", str(image), "--classes", "sky,grass,water",
+                                          "--checkpoint", str(checkpoint), "--model", MODEL,
+                                          "--out", str(out), "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+        guided = read_label_png(out / f"{image.stem}_label.png")
+        assert guided.shape == label.shape
+        if extra[1] == "sa1b":  # one class per stored region
+            from synthetic.ceiling import region_masks
+
+            for mask in region_masks(image, label.shape):
+                assert len(np.unique(guided[mask])) == 1 or mask.sum() < 2
 
 
 def test_cli_evaluate(tmp_path, synth_root):
@@ -304,3 +318,61 @@ def test_grid_limited_keeps_cell_aligned_regions_and_loses_thin_ones():
     painted = grid_limited(labels, 3, (4, 4), (8, 8))
     assert not (painted == 2).any()
     assert (painted[:, :8] == 0).all() and (painted[:, 8:] == 1).all()
+
+
+def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path, synth_root,
+                                                                       checkpoint):
+    """Each option row is scored for both models and written beside the default numbers;
+    the row that repeats the default settings gives the default numbers."""
+    from config import EvalOption
+    from evaluate.stage import run
+
+    options = (EvalOption("same"), EvalOption("clear", dense_mode="clearclip"),
+               EvalOption("sclip", dense_mode="sclip", protocol="sclip"),
+               EvalOption("naclip-pamr", dense_mode="naclip", pamr=True),
+               EvalOption("regions", masks="sa1b"), EvalOption("superpixels", masks="superpixel"))
+    cfg = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint), options=options,
+                   mask_cache=str(tmp_path / "cache"), resolution=32, feature_size=16)
+    run(cfg)
+    res = json.loads(Path(cfg.metrics).read_text())["synthetic"]
+    table = res["options"]
+    assert list(table) == [o.name for o in options]
+    for name, row in table.items():
+        assert {"dense_mode", "protocol", "masks", "pamr", "baseline", "checkpoint",
+                "gain_miou", "images", "seconds_per_image"} <= set(row), name
+        assert row["gain_miou"] == pytest.approx(
+            row["checkpoint"]["miou"] - row["baseline"]["miou"], abs=1e-3)
+    assert table["same"]["checkpoint"] == res["checkpoint"]
+    assert table["sclip"]["protocol"] == "sclip" and table["regions"]["masks"] == "sa1b"
+    assert len({row["checkpoint"]["miou"] for row in table.values()}) >= 5
+    assert list((tmp_path / "cache").glob("synthetic-sa1b-*/shards/val-000000.tar"))
+    again = json.loads(json.dumps(res))  # cached masks: a second run gives the same table
+    run(cfg)
+    assert json.loads(Path(cfg.metrics).read_text())["synthetic"]["options"]["regions"][
+        "checkpoint"] == again["options"]["regions"]["checkpoint"]
+
+
+def test_mask_painting_and_pamr():
+    """A mask takes the class of its mean logits, smaller masks on top, pixels outside keep
+    their own; PAMR moves logits along the image, not across an edge."""
+    from evaluate.refine import paint_masks, pamr
+
+    logits = torch.zeros(3, 4, 6)
+    logits[0] = 1.0
+    logits[1, :, :2] = 2.0  # class 1 wins in the left two columns
+    masks = np.zeros((2, 4, 6), bool)
+    masks[0, :, :3] = True  # mean over 12 pixels: class 1 has 8 × 2 / 12 > 1
+    masks[1, 0, 0] = True  # a smaller mask inside it, painted last
+    logits[2, 0, 0] = 10.0
+    labels = paint_masks(logits, masks)
+    assert labels[0, 0] == 2 and (labels[:, :3].flatten()[1:] == 1).all()
+    assert (labels[:, 3:] == 0).all()
+    assert torch.equal(paint_masks(logits, None), logits.argmax(0))
+    image = torch.zeros(3, 32, 32)
+    image[:, :, 16:] = 255.0
+    noisy = torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(0))
+    refined = pamr(image, noisy, steps=20, dilations=(1, 2))
+    left, right = refined[:, :, :14], refined[:, :, 18:]
+    assert left.std(dim=(1, 2)).max() < 0.5 * noisy.std()
+    assert (left.mean(dim=(1, 2)) - noisy[:, :, :16].mean(dim=(1, 2))).abs().max() < 0.1
+    assert (right.mean(dim=(1, 2)) - noisy[:, :, 16:].mean(dim=(1, 2))).abs().max() < 0.1
