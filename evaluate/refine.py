@@ -18,19 +18,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
-def _shifted(x: torch.Tensor, dilation: int) -> torch.Tensor:
-    """``(C, H, W)`` → ``(9, C, H, W)``: the 3×3 neighbourhood at ``dilation``, edges
-    replicated; index 4 is the pixel itself."""
-    d = dilation
-    padded = F.pad(x[None], (d, d, d, d), mode="replicate")[0]
-    h, w = x.shape[-2:]
-    return torch.stack([padded[:, d + dy * d:d + dy * d + h, d + dx * d:d + dx * d + w]
-                        for dy, dx in _OFFSETS])
+def _neighbours(h: int, w: int, dilation: int, device) -> torch.Tensor:
+    """``(9, H*W)`` flat index of each pixel's 3×3 neighbourhood at ``dilation`` (edges
+    replicated); row 4 is the pixel itself."""
+    ys = torch.arange(h, device=device)[:, None]
+    xs = torch.arange(w, device=device)[None, :]
+    rows = [((ys + dy * dilation).clamp(0, h - 1) * w + (xs + dx * dilation).clamp(0, w - 1))
+            .flatten() for dy, dx in _OFFSETS]
+    return torch.stack(rows)
 
 
 def pamr(image: torch.Tensor, logits: torch.Tensor, steps: int = 10,
@@ -38,15 +37,19 @@ def pamr(image: torch.Tensor, logits: torch.Tensor, steps: int = 10,
     """Refine ``(C, H, W)`` logits with the affinities of the float ``(3, H, W)`` image."""
     if steps <= 0:
         return logits
-    around = [_shifted(image, d) for d in dilations]  # each (9, 3, H, W)
-    spread = torch.cat(around).std(dim=0, keepdim=True)  # over every neighbourhood at once
-    neighbours = torch.cat([torch.cat([a[:4], a[5:]]) for a in around])  # 8 per dilation
-    affinity = -(neighbours - image).abs() / (1e-8 + 0.1 * spread)
-    weights = affinity.mean(dim=1).softmax(dim=0)  # (8 * len(dilations), H, W)
+    c, h, w = logits.shape
+    index = torch.cat([_neighbours(h, w, d, image.device) for d in dilations])  # (9 n, HW)
+    flat = image.reshape(3, -1)
+    around = flat[:, index]  # (3, 9 n, HW)
+    spread = around.std(dim=1, keepdim=True)  # over every neighbourhood at once
+    ring = torch.tensor([i for i in range(len(index)) if i % 9 != 4], device=image.device)
+    affinity = -(around[:, ring] - flat[:, None]).abs() / (1e-8 + 0.1 * spread)
+    weights = affinity.mean(dim=0).softmax(dim=0)  # (8 n, HW): the 8 around, per dilation
+    index = index[ring].flatten()
+    out = logits.reshape(c, -1)
     for _ in range(steps):
-        moved = [torch.cat([s[:4], s[5:]]) for s in (_shifted(logits, d) for d in dilations)]
-        logits = (torch.cat(moved) * weights[:, None]).sum(dim=0)
-    return logits
+        out = (out.index_select(1, index).view(c, len(ring), -1) * weights).sum(dim=1)
+    return out.reshape(c, h, w)
 
 
 def paint_masks(logits: torch.Tensor, masks: np.ndarray | None) -> torch.Tensor:
