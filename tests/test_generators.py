@@ -184,6 +184,29 @@ def test_dino_loads_an_official_style_checkpoint(dino: DinoGenerator, tmp_path: 
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("name", ["vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2"])
+def test_dinov2_with_registers_patch_14_and_any_input_size(name: str, tmp_path: Path) -> None:
+    """DINOv2 towers (timm, random weights): a patch-14 grid of the input sized to a multiple of
+    14, register tokens dropped with the class token, and the official checkpoint layout
+    (``register_tokens``, ``mask_token``, class position in ``pos_embed``) loads."""
+    params = DinoParams(model=name, checkpoint="random", input_size=140, clusters=4)
+    gen = DinoGenerator(params, "cpu")
+    assert gen.model.num_prefix_tokens == (5 if "reg4" in name else 1)
+    for height, width, grid in ((100, 150, (7, 10)), (64, 64, (10, 10)), (90, 33, (10, 4))):
+        rgb = scene(1, height, width)
+        assert tuple(gen.patch_features(rgb).shape) == (*grid, 384)
+        stack = decode(gen.masks(rgb), height, width)
+        assert len(stack) >= 2 and stack.any(axis=0).all()
+    state = {("register_tokens" if k == "reg_token" else k): v.clone()
+             for k, v in gen.model.state_dict().items()}
+    if "reg4" in name:
+        state["pos_embed"] = torch.cat([torch.zeros(1, 1, 384), state["pos_embed"]], dim=1)
+    state["mask_token"] = torch.zeros(1, 384)
+    torch.save(state, tmp_path / "dinov2.pth")
+    loaded = load_dino(DinoParams(model=name, checkpoint=str(tmp_path / "dinov2.pth"), seed=3))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in gen.model.state_dict().items())
+
+
 def test_dino_missing_checkpoint_names_key_and_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="masks.dino.checkpoint is empty"):
         load_dino(DinoParams())
