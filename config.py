@@ -169,6 +169,7 @@ class TrainParams:
     amp: str = choice("bf16", ("bf16", "fp16", "none"))  # GPU only
     checkpoint_every: int = bounded(100, 1)
     log_every: int = bounded(10, 1)
+    live: str = "metrics/train"  # dvclive curves for DVC's plots and experiments; "" = off
     resume: str = ""  # "" | latest | a checkpoint path
     overwrite: bool = False  # a fresh run may replace the run already in ``out``
     seed: int = 0
@@ -234,6 +235,7 @@ class EvaluateParams:
     device: str = device_field()
     metrics: str = "metrics/eval.json"
     per_class: str = "metrics/per_class.json"
+    per_class_plots: str = "metrics/per_class"  # a CSV per benchmark and model: dvc plots
     predictions: str = ""  # folder for predicted label PNGs, "" = not written
     plots: str = "plots"
     num_plot_images: int = bounded(6, 0)

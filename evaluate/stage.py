@@ -34,7 +34,7 @@ from evaluate.inference import (
 )
 from evaluate.labels import write_label
 from evaluate.metrics import confusion_matrix, summarize
-from files import write_json
+from files import write_json, write_text
 from models.clip import CLIPBundle, load_clip
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,11 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
                        "seconds_per_image": round(outcome.seconds[name] / max(1, scored), 4)}
                 for name, matrices in outcome.rows.items()}
         per_class[bench.name] = {m: s["per_class"] for m, s in summaries.items()}
+        for m, summary in summaries.items():  # bar charts for dvc plots (diff between runs)
+            rows = [f"{name},{iou}" for name, iou in summary["per_class"].items()
+                    if iou is not None]
+            write_text(Path(cfg.per_class_plots) / f"{bench.name}-{m}.csv",
+                       "class,iou\n" + "".join(f"{row}\n" for row in rows))
         write_figures(Path(cfg.plots) / bench.name, bench, outcome, summaries)
         if prompts is not None:
             class_feats = text_classifier(models["checkpoint"], bench.classes).cpu().numpy()

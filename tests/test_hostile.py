@@ -21,7 +21,7 @@ from cli import cli
 TINY = ["--set", "train.clip_resolution=32", "--set", "train.mask_resolution=16",
         "--set", "train.num_prompts=4", "--set", "train.head_widths=[8,8,8]",
         "--set", "train.prompt_vocab=", "--set", "train.checkpoint_every=1",
-        "--clip-pretrained", "", "--batch-size", "2"]
+        "--set", "train.live=", "--clip-pretrained", "", "--batch-size", "2"]
 
 
 def invoke(*args: str):

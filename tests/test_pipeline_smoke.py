@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,9 @@ def _tiny_repo(dest: Path) -> None:
         params[stage].update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
+                   cwd=dest, check=True)
 
 
 def test_dvc_repro_runs_every_stage_and_training_lowers_the_loss(tmp_path):
@@ -52,3 +56,20 @@ def test_dvc_repro_runs_every_stage_and_training_lowers_the_loss(tmp_path):
     losses = [row["loss"] for row in log]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5  # training lowers the loss
+    # DVC's own tools see the training curves and the per-class bars
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    plots = json.loads(shown.stdout)["data"]
+    loss = plots["metrics/train/plots/metrics/train/loss.tsv"][0]["content"]["data"]["values"]
+    assert [float(p["loss"]) for p in loss] == pytest.approx(losses)
+    assert {"lr_visual", "lr_prompts", "used", "images_per_s"} <= {
+        k.rsplit("/", 1)[1].removesuffix(".tsv") for k in plots if "/train/" in k}
+    bars = plots["metrics/per_class/synthetic-checkpoint.csv"][0]["content"]
+    assert bars["mark"]["type"] == "bar" and bars["data"]["values"]
+    metrics = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--json"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    shown = json.loads(metrics.stdout)[""]["data"]
+    assert shown["metrics/train/metrics.json"]["data"]["train"]["loss"] == pytest.approx(
+        losses[-1])
+    assert "gain_miou" in shown["metrics/eval.json"]["data"]["synthetic"]

@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ def tiny_cfg(shards, out, **kw) -> TrainParams:
     base = dict(shards=str(shards), out=str(out), clip_pretrained="", clip_resolution=32,
                 mask_resolution=16, num_prompts=8, head_widths=(16, 16, 8), batch_size=4,
                 steps=4, checkpoint_every=2, log_every=1, shuffle_buffer=4,
-                lr_visual_mult=1.0, visual_delay_steps=0, prompt_vocab="")
+                lr_visual_mult=1.0, visual_delay_steps=0, prompt_vocab="",
+                live=str(Path(out) / "live"))
     base.update(kw)
     return TrainParams(**base)
 
@@ -87,6 +89,10 @@ def test_resume_equals_uninterrupted_and_export_loads(shard_dir, tmp_path, monke
     monkeypatch.setattr(loop, "train_step", real)
     resumed = loop.run(tiny_cfg(shard_dir, part, resume="latest"))
     assert [r["loss"] for r in _log(tmp_path / "full")] == [r["loss"] for r in _log(part)]
+    for run_dir in (tmp_path / "full", part):  # dvclive's curves: each step once, on resume too
+        rows = (run_dir / "live/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+        assert [int(r.split("\t")[0]) for r in rows] == [0, 1, 2, 3]  # step, loss
+        assert [float(r.split("\t")[1]) for r in rows] == [r["loss"] for r in _log(run_dir)]
     assert full.loss == resumed.loss
     a = torch.load(tmp_path / "full" / "final.pt")
     b = torch.load(part / "final.pt")
@@ -112,7 +118,8 @@ def test_cli_train(shard_dir, tmp_path):
         "train", "--shards", str(shard_dir), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--clip-pretrained", "", "--set", "train.clip_resolution=32",
         "--set", "train.mask_resolution=16", "--set", "train.num_prompts=4",
-        "--set", "train.head_widths=[8,8,8]", "--set", "train.prompt_vocab="])
+        "--set", "train.head_widths=[8,8,8]", "--set", "train.prompt_vocab=",
+        "--set", "train.live="])
     assert result.exit_code == 0, result.output
     assert "train: 2 steps" in result.output
     assert (out / "final.pt").is_file() and (out / "prompts.pt").is_file()

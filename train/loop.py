@@ -173,7 +173,8 @@ def train_step(run: Run, micro_batches: list[dict], step: int) -> dict:
         total /= run.world
     return {"loss": float(total), "used": int((counts > 0).sum()), "masks": int(counts.sum()),
             "max_share": float(counts.max() / counts.sum().clamp(min=1)),
-            "grad_norm": float(grad_norm), "lr": run.optimizer.param_groups[0]["lr"]}
+            "grad_norm": float(grad_norm),
+            **{f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups}}
 
 
 def state_of(run: Run, step: int) -> dict:
@@ -201,7 +202,7 @@ def segment_seed(seed: int, step: int, every: int) -> int:
 
 def run(cfg: TrainParams) -> TrainSummary:
     """Fine-tune CLIP with PixelCLIP for ``cfg.steps`` steps; export ``final.pt``."""
-    from train.progress import LogWriter, progress_bar
+    from train.progress import LiveCurves, LogWriter, progress_bar
 
     start_time = time.time()
     urls = list_shards(cfg.shards)
@@ -219,6 +220,7 @@ def run(cfg: TrainParams) -> TrainSummary:
                          f"{r.world} ranks x {accum} accumulation steps")
     start = restore(r, state) if state is not None else 0
     writer = LogWriter(out / "log.jsonl", start, enabled=r.rank == 0)
+    curves = LiveCurves(cfg.live, start, enabled=r.rank == 0)
     bar = progress_bar(cfg.steps, start, enabled=r.rank == 0)
     data, metrics, seen = None, {"loss": float("nan"), "used": 0}, 0
     for step in range(start, cfg.steps):
@@ -230,12 +232,15 @@ def run(cfg: TrainParams) -> TrainSummary:
         rate = seen / max(1e-9, time.time() - start_time)
         bar.update(metrics, rate)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            writer.write({"step": step, **metrics, "images_per_s": round(rate, 2)})
+            record = {"step": step, **metrics, "images_per_s": round(rate, 2)}
+            writer.write(record)
+            curves.write(record)
         done = step + 1
         if r.rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             ckpt.save_checkpoint(out, done, state_of(r, done))
     bar.close()
     writer.close()
+    curves.close()
     if r.rank == 0:
         ckpt.export(out, r.clip, r.core.prompts, cfg.clip_model, cfg.clip_pretrained)
         (out / "params.json").write_text(json.dumps(to_dict(cfg), indent=2))

@@ -1,4 +1,6 @@
-"""Progress bar and the JSONL training log (losses and cluster usage, so collapse is visible)."""
+"""Progress bar, the run's own JSONL log (it travels with the run folder), and the dvclive
+curves DVC shows (``dvc plots show``, ``dvc exp show``): loss, learning rates, cluster usage,
+throughput."""
 
 from __future__ import annotations
 
@@ -51,3 +53,43 @@ class Bar:
 
 def progress_bar(total: int, start: int, enabled: bool = True) -> Bar:
     return Bar(total, start, enabled)
+
+
+class LiveCurves:
+    """dvclive logging into ``folder`` (``train.live``; "" = off), resumable: on resume the
+    points from ``start`` on are dropped first, as the run logs them again."""
+
+    CURVES = ("loss", "lr_visual", "lr_prompts", "lr_head", "used", "max_share", "grad_norm",
+              "images_per_s")
+
+    def __init__(self, folder: str, start: int, enabled: bool = True) -> None:
+        self.live = None
+        if not folder or not enabled:
+            return
+        from dvclive import Live
+
+        if start > 0:
+            _drop_from(Path(folder), start)
+        self.live = Live(dir=folder, resume=start > 0, save_dvc_exp=False, dvcyaml=False)
+
+    def write(self, record: dict) -> None:
+        if self.live is None:
+            return
+        self.live.step = record["step"]
+        for name in self.CURVES:
+            if name in record:
+                self.live.log_metric(f"train/{name}", record[name])
+        self.live.next_step()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+def _drop_from(folder: Path, start: int) -> None:
+    """Remove the rows of step ``start`` and later from dvclive's TSV curves."""
+    for tsv in (folder / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        column = lines[0].split("\t").index("step") if lines else 0
+        kept = lines[:1] + [row for row in lines[1:] if int(row.split("\t")[column]) < start]
+        tsv.write_text("".join(f"{row}\n" for row in kept))
