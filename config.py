@@ -53,6 +53,32 @@ class SamParams:
     precision: str = choice("bf16", PRECISIONS)  # image encoder on GPU; CPU always runs fp32
 
 
+SAM2_MODELS = ("hiera_t", "hiera_s", "hiera_b+", "hiera_l")
+
+
+@dataclass(frozen=True)
+class Sam2Params:
+    """SAM 2.1's automatic mask generation; knobs named and defaulted as its AMG's."""
+
+    model: str = choice("hiera_l", SAM2_MODELS)  # the sam2.1_<model>.yaml config of the wheel
+    checkpoint: str = ""  # path to sam2.1_<model>.pt; "random" = random init (tests/bench only)
+    points_per_side: int = bounded(32, 1)
+    points_per_batch: int = bounded(64, 1)  # speed/memory only; masks do not depend on it
+    pred_iou_thresh: float = bounded(0.8, 0.0)
+    stability_score_thresh: float = bounded(0.95, 0.0, 1.0)
+    stability_score_offset: float = 1.0
+    mask_threshold: float = 0.0
+    box_nms_thresh: float = bounded(0.7, 0.0, 1.0)
+    crop_n_layers: int = bounded(0, 0)
+    crop_nms_thresh: float = bounded(0.7, 0.0, 1.0)
+    crop_overlap_ratio: float = bounded(0.3413333333333333, 0.0, 1.0)  # 512 / 1500
+    crop_n_points_downscale_factor: int = bounded(1, 1)
+    min_mask_region_area: int = bounded(0, 0)
+    use_m2m: bool = False  # one refinement step from each mask's own logits
+    multimask_output: bool = True
+    precision: str = choice("bf16", PRECISIONS)  # image encoder on GPU; CPU always runs fp32
+
+
 @dataclass(frozen=True)
 class DinoParams:
     model: str = "vit_small_patch8_224.dino"
@@ -86,7 +112,7 @@ class SuperpixelParams:
 
 @dataclass(frozen=True)
 class MasksParams:
-    generator: str = choice("sa1b", ("sa1b", "sam", "dino", "superpixel"))
+    generator: str = choice("sa1b", ("sa1b", "sam", "sam2", "dino", "superpixel"))
     input: str = "data/synthetic/train/images"
     out: str = "data/shards/synthetic"
     split: str = "train"
@@ -99,6 +125,7 @@ class MasksParams:
     scheduler: str = ""  # address of an existing dask scheduler
     device: str = device_field()  # each dask worker gets its own GPU)
     sam: SamParams = field(default_factory=SamParams)
+    sam2: Sam2Params = field(default_factory=Sam2Params)
     dino: DinoParams = field(default_factory=DinoParams)
     superpixel: SuperpixelParams = field(default_factory=SuperpixelParams)
 
@@ -191,7 +218,7 @@ class BenchmarkRoots:
 # 560 on Cityscapes, sliding 224² windows at stride 112, 80 templates, logit scale 40).
 PROTOCOLS = ("pixelclip", "sclip")
 # where mask-guided inference takes its masks: the masks stage's generators
-MASK_SOURCES = ("sa1b", "sam", "dino", "superpixel")
+MASK_SOURCES = ("sa1b", "sam", "sam2", "dino", "superpixel")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 #      not touched); eval.json and the run's summary and log land in OUT_DIR.
 # Usage: bench/gpu.sh OUT_DIR [extra --set KEY=VALUE for step 3]; a log per step in OUT_DIR.
 # STEPS="tests default" bench/gpu.sh OUT_DIR runs only the steps named (tests, train_step,
-# masks, evaluate, default).
+# masks, sam2, loader_train, evaluate, default).
 set -uo pipefail
 out=${1:?usage: bench/gpu.sh OUT_DIR [--set KEY=VALUE ...]}
 shift
@@ -16,7 +16,7 @@ out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-steps=" ${STEPS:-tests train_step masks evaluate default} "
+steps=" ${STEPS:-tests train_step masks sam2 loader_train evaluate default} "
 
 step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT_DIR/NAME.log
   local name=$1 limit=$2 start=$SECONDS
@@ -59,6 +59,19 @@ step train_step 180 "$py" bench/train_step.py --model ViT-B-16 --resolution 320 
   --precision bf16 --device cuda --steps 10 --pool-repeats 3
 step masks 240 "$py" bench/masks.py --device cuda --sam-model vit_h --points-per-side 32 \
   --dino-model vit_base_patch8_224.dino --size 1024 --images 3
+step sam2 300 "$py" bench/masks.py --device cuda --generators sam2 --sam2-model hiera_l \
+  --points-per-side 32 --size 1024 --images 3
+loader_train() {  # the real setup's train step with its real loader, on this box's cores
+  local work
+  work=$(mktemp -d)
+  "$py" bench/loader.py --samples 192 --write-shards "$work/shards" || return
+  "$py" cli.py train --params params/real.yaml --set "train.shards=$work/shards" \
+    --set "train.out=$work/run" --set train.clip_pretrained= --set train.steps=40 \
+    --set "train.num_workers=$(( $(nproc) - 2 ))" --set train.live= --set train.log_every=5
+  tail -n 3 "$work/run/log.jsonl"
+}
+export -f loader_train
+step loader_train 420 bash -c loader_train
 step evaluate 120 "$py" bench/evaluate.py --model ViT-B-16 --resolution 320 --device cuda \
   --image-size 512 --images 256 --batch-size 16
 export -f default_on_gpu

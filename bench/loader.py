@@ -62,6 +62,22 @@ def sa1b_like(rng: np.random.Generator, height: int, width: int, count: int) -> 
     return {"jpeg": jpeg.tobytes(), "rles": rle.encode(masks.astype(bool))}
 
 
+def write_folder(folder: Path, samples: list[dict], height: int, width: int) -> None:
+    """The samples as shards of 16, as the masks stage writes them."""
+    from shards import schema
+    from shards.writer import write_shard
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = schema.Generator("sa1b-like", {}, "bench")
+    for start in range(0, len(samples), 16):
+        write_shard(folder / schema.shard_name("train", start // 16), [
+            {"__key__": f"s{start + i:06d}", "jpg": s["jpeg"], schema.MASKS_EXT:
+             schema.encode_record(schema.record_from_rles(s["rles"], height, width, "bench",
+                                                          gen))}
+            for i, s in enumerate(samples[start:start + 16])])
+    print(f"wrote {len(samples)} samples to {folder}")
+
+
 def run_loader(samples: list[dict], cfg, seed: int) -> tuple[float, list[dict]]:
     """CPU seconds of ``prepare`` (image decode included) over the samples, and its output."""
     rng = np.random.default_rng(seed)
@@ -92,12 +108,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=889)
     parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write-shards", default="",
+                        help="instead: write this many-sample SA-1B-like shard folder here "
+                             "(for timing train end to end), then exit")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     cfg = load_params(Path(__file__).resolve().parents[1] / args.params).train
     rng = np.random.default_rng(args.seed)
     samples = [sa1b_like(rng, args.height, args.width, args.masks) for _ in range(args.samples)]
+    if args.write_shards:
+        write_folder(Path(args.write_shards), samples, args.height, args.width)
+        return
     run_loader(samples[:2], cfg, args.seed)  # warm-up (imports, allocator)
     fast_s, prepared = run_loader(samples, cfg, args.seed)
     full_s, reference = run_full_decode(samples, cfg, args.seed)

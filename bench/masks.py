@@ -1,8 +1,10 @@
-"""Mask-generator throughput: images/s per generator, and our SAM AMG against the stock one.
+"""Mask-generator throughput: images/s per generator, and our SAM / SAM 2.1 AMGs against
+the stock ones.
 
     python bench/masks.py                                   # CPU: superpixel, DINO S/8, tiny SAM
     python bench/masks.py --device cuda --sam-model vit_h --points-per-side 32 \\
         --dino-model vit_base_patch8_224.dino --size 1024   # the GPU goal
+    python bench/masks.py --device cuda --generators sam2 --sam2-model hiera_l --size 1024
 
 SAM: one random-init model (seeded) is run by segment-anything's ``SamAutomaticMaskGenerator``
 (the baseline, fp32, its default 64 points per batch) and by our ``FastAmg`` (encoder in
@@ -62,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ours; 0 = 256 on cuda, 64 on cpu (masks do not depend on it)")
     parser.add_argument("--precision", default="bf16", help="fp32 | fp16 | bf16 (GPU only)")
     parser.add_argument("--keep-frac", type=float, default=0.25)
+    parser.add_argument("--sam2-model", default="hiera_t", help="hiera_t | s | b+ | l")
+    parser.add_argument("--sam2-checkpoint", default="random")
     parser.add_argument("--dino-model", default="vit_small_patch8_224.dino")
     parser.add_argument("--dino-size", type=int, default=224)
     parser.add_argument("--sa1b-masks", type=int, default=100, help="masks per SA-1B sample")
@@ -182,6 +186,39 @@ def bench_sam(images: list[np.ndarray], args: argparse.Namespace) -> None:
           f"(min over images), masks stock/ours {counts}")
 
 
+def bench_sam2(images: list[np.ndarray], args: argparse.Namespace) -> None:
+    """SAM 2.1: the stock SAM2AutomaticMaskGenerator (fp32) against ours, same model, same
+    images and settings. Random weights keep masks only without the IoU and stability filters
+    (as in the tests); real checkpoints run with the stock defaults."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    from config import Sam2Params
+    from pipeline.generators.sam2 import FastSam2Amg, amg_settings, load_sam2
+
+    random = args.sam2_checkpoint == "random"
+    params = Sam2Params(model=args.sam2_model, checkpoint=args.sam2_checkpoint,
+                        points_per_side=args.points_per_side, precision=args.precision,
+                        **({"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+                           if random else {}))
+    device = torch.device(args.device)
+    model = load_sam2(params, device)
+    stock = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle", **amg_settings(params))
+    batch = args.fast_points_per_batch or (256 if args.device.startswith("cuda") else 64)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        args.precision] if device.type == "cuda" else torch.float32
+    fast = FastSam2Amg(model, dataclasses.replace(params, points_per_batch=batch), dtype)
+    stock_rate, stock_out = images_per_second(stock.generate, images, args.device)
+    fast_rate, fast_out = images_per_second(fast.generate, images, args.device)
+    matches = [match_iou([a["segmentation"] for a in s], [a["segmentation"] for a in f])
+               for s, f in zip(stock_out, fast_out, strict=True)]
+    counts = [(len(s), len(f)) for s, f in zip(stock_out, fast_out, strict=True)]
+    print(f"sam2 stock  {stock_rate:8.3f} images/s  (sam2.1_{args.sam2_model}, "
+          f"{params.points_per_side} points/side, fp32, {params.points_per_batch} points/batch)")
+    print(f"sam2 ours   {fast_rate:8.3f} images/s  ({dtype} encoder, {batch} points/batch)")
+    print(f"sam2 ratio  {fast_rate / stock_rate:8.2f}x   match IoU {min(matches):.4f} "
+          f"(min over images), masks stock/ours {counts}")
+
+
 def calibrate(model, rgb: np.ndarray, params: SamParams, keep: float) -> SamParams:
     """Thresholds under which a random model keeps about ``keep`` of its masks (see top)."""
     amg = FastAmg(model, params)
@@ -214,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads"
     print(f"device {name}; {args.images} images of {images[0].shape[1]}x{images[0].shape[0]}")
     benches = {"sa1b": bench_sa1b, "superpixel": bench_superpixel, "dino": bench_dino,
-               "sam": bench_sam}
+               "sam": bench_sam, "sam2": bench_sam2}
     for generator in args.generators.split(","):
         benches[generator](images, args)
 

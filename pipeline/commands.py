@@ -11,7 +11,7 @@ from config import stage_params
 @click.command()
 @params_option
 @set_option
-@click.option("--generator", type=click.Choice(["sa1b", "sam", "dino", "superpixel"]),
+@click.option("--generator", type=click.Choice(["sa1b", "sam", "sam2", "dino", "superpixel"]),
               help="mask generator [masks.generator]")
 @click.option("--input", "input_dir", help="image folder [masks.input]")
 @click.option("--out", help="shard folder [masks.out]")

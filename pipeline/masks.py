@@ -308,7 +308,7 @@ def _drop_beyond(out: Path, split: str, count: int) -> None:
 
 def _settings(cfg: MasksParams) -> dict:
     """What the shards' content depends on (not where the folders are, nor how it is run)."""
-    skip = ("input", "out", "workers", "scheduler", "device", "sam", "dino", "superpixel")
+    skip = ("input", "out", "workers", "scheduler", "device", "sam", "sam2", "dino", "superpixel")
     settings = {k: v for k, v in to_dict(cfg).items() if k not in skip}
     settings["generator_params"] = generator_params(cfg)
     return settings

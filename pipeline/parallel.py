@@ -20,7 +20,7 @@ from tqdm import tqdm
 from config import MasksParams
 
 log = logging.getLogger(__name__)
-TORCH_GENERATORS = ("sam", "dino")
+TORCH_GENERATORS = ("sam", "sam2", "dino")
 
 
 def run_tasks(fn: Callable[..., dict], tasks: Sequence[Any], cfg: MasksParams) -> list[dict]:

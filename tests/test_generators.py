@@ -241,3 +241,48 @@ def load_image_from(rgb: np.ndarray):
     with tempfile.NamedTemporaryFile(suffix=".png") as f:
         Image.fromarray(rgb).save(f.name)
         return load_image(f.name)
+
+
+# ----------------------------------------------------------------------------- SAM 2.1
+
+
+def test_sam2_missing_checkpoint_names_key_and_path(tmp_path: Path) -> None:
+    from config import Sam2Params
+    from pipeline.generators.sam2 import load_sam2
+
+    with pytest.raises(ConfigError, match="masks.sam2.checkpoint is empty"):
+        load_sam2(Sam2Params(), torch.device("cpu"))
+    missing = tmp_path / "sam2.1_hiera_large.pt"
+    with pytest.raises(ConfigError, match=f"masks.sam2.checkpoint: file not found: {missing}"):
+        load_sam2(Sam2Params(checkpoint=str(missing)), torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_sam2_fast_amg_equals_stock_amg_in_fp32_and_runs_the_stage(tmp_path: Path) -> None:
+    """Random hiera-t (SAM 2.1), a 4×4 point grid, NMS off so that every mask is compared:
+    the same masks, predicted IoUs and stability scores as SAM2AutomaticMaskGenerator, with
+    and without the filters; then the masks stage with ``--generator sam2``."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    from config import Sam2Params
+    from pipeline.generators.sam2 import FastSam2Amg, amg_settings, load_sam2
+
+    base = Sam2Params(model="hiera_t", checkpoint="random", points_per_side=4,
+                      points_per_batch=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                      box_nms_thresh=1.0)
+    model = load_sam2(base, torch.device("cpu"))
+    rgb = scene(3, 96, 128)
+    for extra in ({}, {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.6}):
+        params = Sam2Params(**{**base.__dict__, **extra})
+        stock = SAM2AutomaticMaskGenerator(model, output_mode="coco_rle",
+                                           **amg_settings(params)).generate(rgb)
+        fast = FastSam2Amg(model, params).generate(rgb)
+        assert len(fast) == len(stock) and (len(stock) > 10 if not extra else True)
+        for a, b in zip(stock, fast, strict=True):
+            assert a["segmentation"] == b["segmentation"]
+            assert a["predicted_iou"] == b["predicted_iou"]
+            assert a["stability_score"] == b["stability_score"]
+    write_images(tmp_path / "in", 2)
+    summary = masks.run(masks_params(tmp_path / "in", tmp_path / "out", generator="sam2",
+                                     sam2=Sam2Params(**{**base.__dict__, "box_nms_thresh": 0.7})))
+    assert summary.written == 2 and verify_dir(tmp_path / "out") == []

@@ -55,6 +55,12 @@ def _build_sam(cfg: MasksParams) -> MaskGenerator:
     return SamGenerator(cfg.sam, cfg.device)
 
 
+def _build_sam2(cfg: MasksParams) -> MaskGenerator:
+    from pipeline.generators.sam2 import Sam2Generator
+
+    return Sam2Generator(cfg.sam2, cfg.device)
+
+
 def _build_dino(cfg: MasksParams) -> MaskGenerator:
     from pipeline.generators.dino import DinoGenerator
 
@@ -70,6 +76,7 @@ def _build_superpixel(cfg: MasksParams) -> MaskGenerator:
 BUILDERS: dict[str, Callable[[MasksParams], MaskGenerator]] = {
     "sa1b": _build_sa1b,
     "sam": _build_sam,
+    "sam2": _build_sam2,
     "dino": _build_dino,
     "superpixel": _build_superpixel,
 }
