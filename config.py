@@ -250,7 +250,11 @@ class EvaluateParams:
     pamr_steps: int = bounded(10, 1)
     pamr_dilations: tuple[int, ...] = bounded((8, 16), 1)
     mask_cache: str = "data/eval_masks"  # the masks stage's shards of the evaluation images
-    options: tuple[EvalOption, ...] = ()  # more rows of the results table
+    options: tuple[EvalOption, ...] = (  # more rows of the results table
+        EvalOption("official-dense", dense_mode="pixelclip"),
+        EvalOption("sclip-dense", dense_mode="sclip"),
+        EvalOption("region-masks", masks="sa1b"),
+        EvalOption("superpixel-masks", masks="superpixel"))
     synthetic: str = "data/synthetic"
     roots: BenchmarkRoots = field(default_factory=BenchmarkRoots)
     max_images: int = bounded(0, 0)  # per benchmark, 0 = all

@@ -34,7 +34,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def eval_cfg(tmp_path: Path, synth_root: Path, **kw) -> EvaluateParams:
-    base = dict(baseline="", checkpoint="", synthetic=str(synth_root), device="cpu",
+    base = dict(baseline="", checkpoint="", synthetic=str(synth_root), device="cpu", options=(),
+                mask_cache=str(tmp_path / "mask_cache"),
                 metrics=str(tmp_path / "metrics/eval.json"),
                 per_class=str(tmp_path / "metrics/per_class.json"),
                 per_class_plots=str(tmp_path / "metrics/per_class"),
@@ -238,7 +239,7 @@ def test_cli_evaluate(tmp_path, synth_root):
     sets = [f"evaluate.{k}={v}" for k, v in (
         ("synthetic", synth_root), ("metrics", tmp_path / "m/eval.json"),
         ("per_class", tmp_path / "m/pc.json"), ("plots", tmp_path / "plots"),
-        ("per_class_plots", tmp_path / "m/pc"),
+        ("per_class_plots", tmp_path / "m/pc"), ("options", "[]"),
         ("num_plot_images", 1))]
     args = ["evaluate", "--checkpoint", "", "--baseline", "", "--device", "cpu",
             "--max-images", "2"]
