@@ -138,6 +138,9 @@ def dense_features(visual: nn.Module, images: torch.Tensor,
     if images.shape[-2] % step or images.shape[-1] % step:
         raise ValueError(f"image size {tuple(images.shape[-2:])} not divisible by {step}")
     if not is_vit(visual):
+        if mode != "pixelclip":
+            raise ValueError(f"dense mode '{mode}' changes a ViT's last block; a "
+                             f"{type(visual).__name__} tower has one dense path (pixelclip)")
         return _timm_dense(visual, images)
     if getattr(visual, "attn_pool", None) is not None:
         raise NotImplementedError("dense features of attention-pooled towers")

@@ -115,6 +115,8 @@ def test_convnext_dense_features_are_its_head_at_every_location():
     assert torch.allclose(single[:, :, 0, 0], pooled, atol=1e-5)
     with pytest.raises(ValueError, match="divisible by 32"):
         dense_features(visual, torch.randn(1, 3, 48, 64))
+    with pytest.raises(ValueError, match="dense mode 'sclip' changes a ViT"):
+        dense_features(visual, images, "sclip")
 
 
 def test_encode_texts_normalised(bundle):
