@@ -239,3 +239,44 @@ def test_training_free_dense_modes_equal_their_papers(bundle, mode):
     assert torch.allclose(got, want, atol=1e-4)
     others = {m: dense_features(visual, images, m) for m in ("maskclip", "pixelclip")}
     assert all(not torch.allclose(got, o, atol=1e-2) for o in others.values())
+
+
+@pytest.mark.slow
+def test_convnext_trains_evaluates_and_segments(shard_dir, synth_root, tmp_path):
+    """The paper's ConvNeXt-B row end to end, random weights, tiny sizes: train (whole tower,
+    ε = 1), evaluate and segment with the export."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    out = tmp_path / "run"
+    train = ["train", "--shards", str(shard_dir), "--out", str(out), "--steps", "1",
+             "--batch-size", "2", "--clip-pretrained", ""]
+    for key, value in (("clip_model", "convnext_base_w_320"), ("clip_resolution", 64),
+                       ("mask_resolution", 16), ("trainable", "full"), ("logit_scale", 1.0),
+                       ("dense_mode", "pixelclip"), ("num_prompts", 4), ("prompt_vocab", ""),
+                       ("head_widths", "[8,8,8]"), ("live", "")):
+        train += ["--set", f"train.{key}={value}"]
+    result = CliRunner().invoke(cli, train)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "final.json").read_text())["open_clip_model"] == "convnext_base_w_320"
+    sets = []
+    for key, value in (("clip_model", "convnext_base_w_320"), ("resolution", 64),
+                       ("dense_mode", "pixelclip"), ("synthetic", synth_root), ("options", "[]"),
+                       ("metrics", tmp_path / "eval.json"), ("per_class", tmp_path / "pc.json"),
+                       ("per_class_plots", tmp_path / "pc"), ("plots", tmp_path / "plots"),
+                       ("max_images", 2)):
+        sets += ["--set", f"evaluate.{key}={value}"]
+    result = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(out / "final.pt"),
+                                      "--baseline", "", *sets])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "eval.json").read_text())["synthetic"]
+    assert scores["images"] == 2 and scores["checkpoint"]["miou"] is not None
+    image = sorted((synth_root / "val/images").glob("*.png"))[0]
+    result = CliRunner().invoke(cli, ["segment", str(image), "--classes", "sky,grass",
+                                      "--checkpoint", str(out / "final.pt"),
+                                      "--out", str(tmp_path / "seg"), *sets])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "seg" / f"{image.stem}_label.png").is_file()
