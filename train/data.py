@@ -10,7 +10,6 @@ tests and ``bench/loader.py``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,8 +28,6 @@ from train.augment import (
     resize_view,
     strong_view,
 )
-
-log = logging.getLogger(__name__)
 
 
 def prepare(sample: dict, rng: np.random.Generator, cfg: TrainParams) -> dict:
@@ -120,11 +117,11 @@ def expand_masks(batch: dict, max_masks: int) -> tuple[torch.Tensor, torch.Tenso
     n = int(counts.sum())
     device = keep.device
     owner = torch.repeat_interleave(torch.arange(n, device=device), batch["lengths"])
-    flips = torch.zeros(n * r * r + 1, dtype=torch.uint8, device=device)
+    flips = torch.zeros(n * r * r, dtype=torch.uint8, device=device)
     ones = torch.ones_like(owner, dtype=torch.uint8)
     flips.index_put_((owner * (r * r) + batch["toggles"],), ones, accumulate=True)
     # the parity of the flips so far is the value; uint8 sums wrap mod 256, parity survives
-    dense = flips[:-1].view(n, r * r).cumsum(dim=1, dtype=torch.uint8).bitwise_and_(1).bool()
+    dense = flips.view(n, r * r).cumsum(dim=1, dtype=torch.uint8).bitwise_and_(1).bool()
     image = torch.repeat_interleave(torch.arange(b, device=device), counts)
     dense = dense.view(n, r, r).transpose(1, 2)  # (mask, row, sampled column)
     dense = torch.gather(dense, 2, columns[image][:, None, :].expand(n, r, r)) & keep[image]
