@@ -40,11 +40,6 @@ class InferenceOptions:
     pamr_dilations: tuple[int, ...] = (8, 16)
 
 
-def options_from(cfg) -> InferenceOptions:
-    """The inference fields of an ``EvaluateParams`` under its default settings."""
-    return options_for(cfg)
-
-
 def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
     """Inference options of ``cfg`` (an ``EvaluateParams``) with ``option`` (an
     ``EvalOption``, its empty fields taking ``cfg``'s) on ``benchmark``. The ``sclip``

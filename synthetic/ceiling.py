@@ -26,7 +26,7 @@ from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
 from evaluate.inference import (
     features_to_logits,
     label_map,
-    options_from,
+    options_for,
     text_classifier,
     to_input,
     whole_features,
@@ -93,7 +93,7 @@ def region_ceiling(cfg: EvaluateParams, checkpoint: str) -> Ceiling:
     both the pixel predictions and the features pooled per region.
     """
     device = resolve_device(cfg.device, "evaluate.device")
-    options = options_from(cfg)
+    options = options_for(cfg)
     bench = load_benchmark(synthetic_layout(cfg.synthetic), cfg.synthetic, cfg.max_images)
     bundle = load_clip(cfg.clip_model, checkpoint, device, key="evaluate.checkpoint")
     text = text_classifier(bundle, bench.classes).to(device)

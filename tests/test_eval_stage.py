@@ -59,13 +59,13 @@ def test_run_scores_baseline_and_checkpoint(tmp_path, synth_root, checkpoint):
     from test_eval_metrics import reference_miou
 
     from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
-    from evaluate.inference import options_from
+    from evaluate.inference import options_for
 
     bench = load_benchmark(synthetic_layout(synth_root), synth_root)
     bundle = load_clip(MODEL, str(checkpoint))  # (the baseline here is a random init)
     text = text_classifier(bundle, bench.classes)
     pairs = [load_pair(p, len(bench.classes)) for p in bench.pairs]
-    preds = [predict(bundle, text, [img], options_from(cfg), torch.device("cpu"))[0]
+    preds = [predict(bundle, text, [img], options_for(cfg), torch.device("cpu"))[0]
              for img, _ in pairs]
     want = reference_miou(np.stack(preds), np.stack([t for _, t in pairs]), len(bench.classes),
                           convention="detectron2")
@@ -264,13 +264,13 @@ def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_pa
     import torch.nn.functional as F
 
     from evaluate.benchmarks import load_benchmark, load_pair, synthetic_layout
-    from evaluate.inference import options_from, to_input, whole_features
+    from evaluate.inference import options_for, to_input, whole_features
     from synthetic.ceiling import region_masks
 
     bench = load_benchmark(synthetic_layout(synth_root), synth_root)
     bundle = load_clip(MODEL, str(checkpoint))
     text = text_classifier(bundle, bench.classes)
-    options, hits = options_from(cfg), []
+    options, hits = options_for(cfg), []
     for pair in bench.pairs:
         image, truth = load_pair(pair, len(bench.classes))
         with torch.no_grad():
