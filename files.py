@@ -42,3 +42,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
     """Write ``data`` as JSON to ``path`` atomically."""
     return write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def load_tensors(path: str | os.PathLike, key: str, what: str = "weights file") -> Any:
+    """``torch.load`` of a file the user named, onto the CPU, tensors and plain values only;
+    anything unreadable (garbage, a pickle that would run code) is one line naming ``key``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises many kinds on bad bytes
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"{key}: {path} is not a readable {what} ({first})") from None

@@ -34,7 +34,7 @@ from evaluate.inference import (
 )
 from evaluate.labels import write_label
 from evaluate.metrics import confusion_matrix, summarize
-from files import write_json, write_text
+from files import load_tensors, write_json, write_text
 from models.clip import CLIPBundle, load_clip
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def load_prompt_features(checkpoint: str) -> np.ndarray | None:
     path = Path(checkpoint).parent / PROMPTS_FILE
     if not path.is_file():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_tensors(path, "evaluate.checkpoint")
     feats = saved["text_features"].float()
     return torch.nn.functional.normalize(feats, dim=-1).numpy()
 

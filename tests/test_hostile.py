@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,11 @@ class Payload:
 
 # ---------------------------------------------------------------- checkpoints and run folders
 
+# Random bytes on which torch.load's unpickler raises UnpicklingError, IndexError, KeyError
+# and UnicodeDecodeError respectively.
+GARBAGE_SEEDS = (0, 2, 20, 195)
+
+
 
 def test_crafted_checkpoint_runs_no_code(run_dir, shard_dir, tmp_path):
     out = tmp_path / "run"
@@ -76,6 +82,11 @@ def test_crafted_checkpoint_runs_no_code(run_dir, shard_dir, tmp_path):
         else:
             one_line_error(result, "train.resume", "step_0000009.pt is not a readable")
     assert not marker.exists()
+    for seed in GARBAGE_SEEDS:
+        garbage = tmp_path / f"garbage{seed}.pt"
+        garbage.write_bytes(random.Random(seed).randbytes(256))
+        one_line_error(invoke("train", "--shards", shard_dir, "--out", out, "--steps", 2,
+                              "--resume", garbage, *TINY), "train.resume", "is not a readable")
 
 
 def test_resume_of_another_configuration_is_refused_naming_the_keys(run_dir, shard_dir):
@@ -106,9 +117,11 @@ def test_fresh_run_into_a_run_folder_is_refused_and_overwrite_replaces_it(run_di
 @pytest.mark.parametrize("command", ["evaluate", "segment", "ceiling"])
 def test_training_checkpoint_or_garbage_given_as_a_model(run_dir, tmp_path, synth_root,
                                                          command):
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(256))
-    for bad in (garbage, run_dir / "checkpoints" / "step_0000002.pt"):
+    garbage = []
+    for seed in GARBAGE_SEEDS:
+        garbage.append(tmp_path / f"garbage{seed}.pt")
+        garbage[-1].write_bytes(random.Random(seed).randbytes(256))
+    for bad in (*garbage, run_dir / "checkpoints" / "step_0000002.pt"):
         args = {"evaluate": ["evaluate", "--checkpoint", bad, "--baseline", "",
                              "--set", f"evaluate.synthetic={synth_root}"],
                 "segment": ["segment", synth_root / "val/images/sa_000000.png", "--classes",

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # test can kill it (SIGKILL) in the middle of a shard. The masks are the superpixel ones.
 CHILD = """
 import json, sys, time
-from config import MasksParams, SuperpixelParams
+from config import MasksParams, from_dict
 from pipeline import generators
 from pipeline.masks import run
 
@@ -38,11 +38,7 @@ def slow(cfg):
     return Slow()
 
 generators.BUILDERS["superpixel"] = slow
-raw = json.loads(sys.argv[1])
-raw["superpixel"] = SuperpixelParams(**raw["superpixel"])
-raw["sam"] = MasksParams().sam
-raw["dino"] = MasksParams().dino
-print(run(MasksParams(**raw)).line(), flush=True)
+print(run(from_dict(MasksParams, json.loads(sys.argv[1]))).line(), flush=True)
 """
 
 

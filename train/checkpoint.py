@@ -12,14 +12,13 @@ learned prompts and their text features.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import shutil
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from files import load_tensors
 from models.clip import write_weights_info
 from models.prompts import PromptLearner, prompt_record
 from train.optim import atomic_save
@@ -117,11 +116,7 @@ def save_checkpoint(out: str | Path, step: int, state: dict) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a training checkpoint onto the CPU (tensors and plain values only: a file that
     holds anything else is refused, in one line, before any of it runs)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ValueError(f"train.resume: {path} is not a readable checkpoint ({first})") from None
+    return load_tensors(path, "train.resume", "checkpoint")
 
 
 def export(out: str | Path, clip: nn.Module, prompts: PromptLearner, name: str,

@@ -205,6 +205,7 @@ def run(cfg: TrainParams) -> TrainSummary:
     from train.progress import LiveCurves, LogWriter, progress_bar
 
     start_time = time.time()
+    resolve_device(cfg.device, "train.device")  # a config error before any data error
     urls = list_shards(cfg.shards)
     if not urls:
         raise FileNotFoundError(f"train.shards: no shards in {cfg.shards} (run the masks stage)")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from config import ConfigError, DinoParams, resolve_device, to_dict
+from files import load_tensors
 from pipeline.generators import Item, MaskSet
 from pipeline.generators.regions import (
     SMALL_REGION_MODES,
@@ -139,7 +140,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path) -> None:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path, "masks.dino.checkpoint")
     for wrapper in ("teacher", "model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -52,6 +52,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
 from config import ConfigError, SamParams, resolve_device, to_dict
+from files import load_tensors
 from pipeline.generators import Item, MaskSet
 from pipeline.images import BadInput, LoadedImage
 from shards.schema import Generator
@@ -106,7 +107,7 @@ def load_sam(params: SamParams) -> Sam:
     if not path.is_file():
         raise ConfigError(f"masks.sam.checkpoint: file not found: {path}")
     model = sam_model_registry[params.model_type](checkpoint=None)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "masks.sam.checkpoint")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -90,7 +90,7 @@ def load_sam2(params: Sam2Params, device: torch.device) -> torch.nn.Module:
         raise ConfigError(f"masks.sam2.checkpoint: file not found: {path}")
     try:
         return build_sam2(config, str(path), device=str(device))
-    except (RuntimeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a wrong model, or bytes torch.load cannot read
         raise ConfigError(f"masks.sam2.checkpoint: {path} does not fit sam2.1_{params.model} "
                           f"({str(exc).splitlines()[0][:160]})") from None
 
