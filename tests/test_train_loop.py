@@ -255,3 +255,14 @@ def test_checkpoints_are_pruned_to_the_newest(shard_dir, tmp_path):
 
     run(tiny_cfg(shard_dir, tmp_path / "r", steps=5, checkpoint_every=1))
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "r")] == [3, 4, 5]
+
+
+def test_saved_bytes_do_not_depend_on_the_file_name(tmp_path):
+    """Checkpoints are DVC outputs: the same tensors must give the same md5 wherever saved."""
+    from train.optim import atomic_save
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    atomic_save(state, tmp_path / "final.pt")
+    atomic_save(state, tmp_path / "step_0000001.pt")
+    assert (tmp_path / "final.pt").read_bytes() == (tmp_path / "step_0000001.pt").read_bytes()
+    assert not list(tmp_path.glob("*.tmp"))

@@ -66,6 +66,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` that a reader never sees half written (:func:`files.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` that a reader never sees half written (:func:`files.atomic_path`).
+    Saved through a handle, so the bytes do not depend on the file's name (torch names the
+    archive inside after a path, ``archive`` for a handle)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
