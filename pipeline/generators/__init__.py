@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from config import MasksParams, to_dict
 from pipeline.images import LoadedImage
 from shards.schema import Generator
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,16 @@ class MaskSet:
     rles: list[dict]
     predicted_iou: list[float] = field(default_factory=list)
     stability_score: list[float] = field(default_factory=list)
+
+
+def encoder_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a generator's image encoder runs in: ``precision`` (one of
+    ``config.PRECISIONS``) on a GPU, fp32 on the CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 class MaskGenerator(Protocol):

@@ -23,9 +23,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from config import ConfigError, DinoParams, resolve_device, to_dict
+from config import PRECISIONS, ConfigError, DinoParams, resolve_device, to_dict
 from files import load_tensors
-from pipeline.generators import Item, MaskSet
+from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.generators.regions import (
     SMALL_REGION_MODES,
     clean_labels,
@@ -37,7 +37,6 @@ from shards.schema import Generator
 
 VERSION = "1"
 RANDOM = "random"  # masks.dino.checkpoint value that builds random weights (tests/bench only)
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LABEL_SIDE = 1024  # labels are computed at most this long, then resized (bounded memory)
 
 
@@ -51,8 +50,7 @@ class DinoGenerator:
         self.device = resolve_device(device, "masks.device")
         model = model if model is not None else load_dino(params)
         self.model = model.to(self.device).eval()
-        on_gpu = self.device.type == "cuda"
-        self.dtype = PRECISIONS[params.precision] if on_gpu else torch.float32
+        self.dtype = encoder_dtype(params.precision, self.device)
         self.info = Generator("dino", to_dict(params), VERSION)
 
     def __call__(self, item: Item, image: LoadedImage) -> MaskSet:

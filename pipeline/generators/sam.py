@@ -51,16 +51,15 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from config import ConfigError, SamParams, resolve_device, to_dict
+from config import PRECISIONS, ConfigError, SamParams, resolve_device, to_dict
 from files import load_tensors
-from pipeline.generators import Item, MaskSet
+from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.images import BadInput, LoadedImage
 from shards.schema import Generator
 
 VERSION = "1"
 RANDOM = "random"  # masks.sam.checkpoint value that builds random weights (tests/bench only)
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class SamGenerator:
@@ -152,8 +151,7 @@ class FastAmg:
         self.point_grids = build_all_layer_point_grids(
             params.points_per_side, params.crop_n_layers, params.crop_n_points_downscale_factor)
         self.device = next(model.parameters()).device
-        on_gpu = self.device.type == "cuda"
-        self.encoder_dtype = PRECISIONS[params.precision] if on_gpu else torch.float32
+        self.encoder_dtype = encoder_dtype(params.precision, self.device)
 
     @torch.inference_mode()
     def generate(self, rgb: np.ndarray) -> MaskSet:

@@ -35,13 +35,12 @@ from sam2.utils.amg import (
 )
 
 from config import ConfigError, Sam2Params, resolve_device, to_dict
-from pipeline.generators import Item, MaskSet
+from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.images import BadInput, LoadedImage
 from shards.schema import Generator
 
 VERSION = "1"
 RANDOM = "random"  # masks.sam2.checkpoint value that builds random weights (tests/bench only)
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMG_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "mask_threshold", "box_nms_thresh", "crop_n_layers",
             "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
@@ -55,8 +54,8 @@ class Sam2Generator:
                  model: torch.nn.Module | None = None) -> None:
         self.device = resolve_device(device, "masks.device")
         model = model if model is not None else load_sam2(params, self.device)
-        dtype = PRECISIONS[params.precision] if self.device.type == "cuda" else torch.float32
-        self.amg = FastSam2Amg(model.to(self.device).eval(), params, dtype)
+        self.amg = FastSam2Amg(model.to(self.device).eval(), params,
+                               encoder_dtype(params.precision, self.device))
         self.info = Generator("sam2", to_dict(params), VERSION)
 
     def __call__(self, item: Item, image: LoadedImage) -> MaskSet:
