@@ -99,19 +99,26 @@ def grid_toggles(rles: list[dict], height: int, width: int, rows: np.ndarray,
     runs, owner = _parse([r["counts"] for r in rles])
     if (runs < 0).any():
         raise ValueError(f"RLE {owner[runs < 0][0]}: counts hold a negative run")
-    ends = np.cumsum(runs)
-    start = _group_starts(owner)  # index of each mask's first run
-    ends -= (ends[start] - runs[start])  # cumulative run ends within each mask
-    last = np.r_[owner[1:] != owner[:-1], True]
-    wrong = np.flatnonzero(ends[last] != height * width)
-    if wrong.size or np.unique(owner).size != len(rles):
-        i = int(owner[last][wrong[0]]) if wrong.size else -1
-        raise ValueError(f"RLE {i}: counts do not cover {height * width} pixels")
-    ends, owner = ends[~last], owner[~last]  # a mask's last run ends at H*W: no flip there
-    positions = (np.asarray(cols, np.int64)[:, None] * height
-                 + np.asarray(rows, np.int64)[None, :]).ravel()
-    q = np.searchsorted(positions, ends, side="left")
-    inside = q < positions.size
+    per_mask = np.bincount(owner, minlength=len(rles))
+    wrong = np.flatnonzero(per_mask == 0)
+    if not wrong.size:
+        last = np.cumsum(per_mask) - 1  # each mask's last run
+        ends = np.cumsum(runs)
+        ends -= np.repeat(np.r_[0, ends[last[:-1]]], per_mask)  # run ends within each mask
+        wrong = np.flatnonzero(ends[last] != height * width)
+    if wrong.size:
+        raise ValueError(f"RLE {wrong[0]}: counts do not cover {height * width} pixels")
+    inner = np.ones(runs.size, bool)
+    inner[last] = False  # a mask's last run ends at H*W: no flip there
+    ends, owner = ends[inner], owner[inner]
+    # the sampled position q of an end at (column c, row r) counts the samples before it
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    sampled = np.zeros(width + 1, bool)
+    sampled[cols] = True
+    c, r = np.divmod(ends, height)
+    q = (np.searchsorted(cols, np.arange(width + 1))[c] * rows.size
+         + np.where(sampled[c], np.searchsorted(rows, np.arange(height))[r], 0))
+    inside = q < rows.size * cols.size
     q, owner = q[inside], owner[inside]
     # equal toggles of one mask cancel in pairs: keep one of each odd-sized group
     new = np.r_[True, (q[1:] != q[:-1]) | (owner[1:] != owner[:-1])]
@@ -170,33 +177,40 @@ def _parse(counts: list[bytes | str]) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(raw, bytes):
             raise TypeError(f"counts must be a compressed RLE string, got {type(raw).__name__}")
     string_end = np.cumsum([len(r) for r in raws])  # one past each string's last character
-    c = np.frombuffer(b"".join(raws), np.uint8).astype(np.int64) - 48
-    bad = (c < 0) | (c > 63)
+    c = np.frombuffer(b"".join(raws), np.uint8) - np.uint8(48)  # wraps: a bad byte is > 63
+    more = (c & 0x20) != 0  # another group of this number follows
+    bad = c > 63
     last = string_end[string_end > np.r_[0, string_end[:-1]]] - 1
-    bad[last] |= (c[last] & 0x20) != 0  # a string must end on a number's last group
+    bad[last] |= more[last]  # a string must end on a number's last group
     if bad.any():
         which = np.searchsorted(string_end, np.flatnonzero(bad)[0], side="right")
         raise ValueError(f"RLE {which}: counts is not a compressed COCO RLE string")
     if c.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ends = np.flatnonzero((c & 0x20) == 0)
-    owner = np.searchsorted(string_end, ends, side="right")
+    ends = np.flatnonzero(~more)
+    done = np.cumsum(~more)  # numbers ended up to each character
+    per_string = np.diff(np.r_[0, np.r_[0, done][string_end]])
+    owner = np.repeat(np.arange(len(raws)), per_string)
     starts = np.r_[0, ends[:-1] + 1]
     groups = ends - starts + 1
     if groups.max() > 12:
         raise ValueError(f"RLE {owner[groups > 12][0]}: counts hold a run longer than 2^60")
-    shift = 5 * (np.arange(c.size) - np.repeat(starts, groups))
-    x = np.add.reduceat((c & 0x1F) << shift, starts)
-    negative = (c[ends] & 0x10) != 0
-    x[negative] |= -(1 << (5 * groups[negative]))
-    # undo the differences: a cumulative sum per (string, parity of index ≥ 1)
-    index = np.arange(x.size) - _group_starts(owner)
-    key = 3 * owner + np.where(index == 0, 2, index & 1)
-    order = np.argsort(key, kind="stable")
-    total = np.cumsum(x[order])
-    first = np.r_[True, key[order][1:] != key[order][:-1]]
-    x[order] = total - (total - x[order])[first][np.cumsum(first) - 1]
-    return x, owner
+    low = (c & 0x1F).astype(np.int64)
+    x = low[ends] << (5 * (groups - 1))
+    inner = np.flatnonzero(more)  # the lower groups of the (few) numbers of several groups
+    if inner.size:
+        number = done[inner]
+        np.add.at(x, number, low[inner] << (5 * (inner - starts[number])))
+    x -= ((c[ends] & 0x10) != 0).astype(np.int64) << (5 * groups)  # the sign bit
+    # undo the differences: x[m] += x[m - 2] for m >= 3 of each string, as cumulative sums
+    # over every other number, minus their value just before the string's chain starts
+    index = np.arange(x.size) - np.repeat(np.cumsum(per_string) - per_string, per_string)
+    total = np.empty_like(x)
+    np.cumsum(x[0::2], out=total[0::2])
+    np.cumsum(x[1::2], out=total[1::2])
+    before = np.arange(x.size) - index - (index & 1)  # the string's first number, or one before
+    chained = total - np.where(before >= 0, total[np.maximum(before, 0)], 0)
+    return np.where(index == 0, x, chained), owner
 
 
 def _group_starts(owner: np.ndarray) -> np.ndarray:

@@ -101,3 +101,34 @@ def test_corrupt_counts_are_refused_before_pycocotools_decodes_them(counts, mess
         rle.decode(bad, 4, 4)
     with pytest.raises(ValueError, match=message):
         rle.resize(bad, (4, 4), (2, 2))
+
+
+def _values(toggles: np.ndarray, size: int) -> np.ndarray:
+    flips = np.zeros(size, np.int64)
+    np.add.at(flips, toggles, 1)
+    return np.cumsum(flips) % 2 == 1
+
+
+def test_grid_toggles_sample_the_decoded_masks_at_any_grid():
+    """Repeated rows, skipped columns, empty and full masks, one-row and one-column images:
+    the parity of each mask's toggles is the decoded mask at the grid, column-major."""
+    rng = np.random.default_rng(4)
+    for height, width in [(1, 1), (1, 17), (23, 1), (37, 53), (64, 64)]:
+        fill = np.array([0, 1, 0.5, 0.02, 0.98])[:, None, None]
+        masks = rng.random((5, height, width)) < fill
+        rows = np.sort(rng.integers(0, height, 31))
+        cols = np.unique(rng.integers(0, width, 19))
+        toggles, lengths = rle.grid_toggles(rle.encode(masks), height, width, rows, cols)
+        want = masks[:, rows][:, :, cols].transpose(0, 2, 1).reshape(5, -1)
+        for mask, own in zip(want, np.split(toggles, np.cumsum(lengths)[:-1]), strict=True):
+            assert (np.diff(own) > 0).all()
+            np.testing.assert_array_equal(_values(own, mask.size), mask)
+
+
+@pytest.mark.parametrize("counts", ["", "5", "0`"])
+def test_grid_toggles_name_the_bad_rle(counts):
+    good = rle.encode(np.ones((2, 4, 4), bool))
+    for i in range(3):
+        bad = [*good[:i], {"size": [4, 4], "counts": counts}, *good[i:]]
+        with pytest.raises(ValueError, match=f"^RLE {i}: "):
+            rle.grid_toggles(bad, 4, 4, np.arange(4), np.arange(4))
