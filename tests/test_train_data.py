@@ -207,3 +207,18 @@ def test_fewer_shards_than_readers_resample_and_two_workers_share_the_shards(sha
     data = batches(_cfg(num_workers=2, shuffle_buffer=0), urls, 1, seed=1)
     seen = {bytes(next(data)["teacher"].numpy()) for _ in range(24)}
     assert len(seen) >= 10  # samples from the shards of both workers, not one worker's twice
+
+
+def test_grey_is_pils_luma_bit_for_bit():
+    """The greyscale behind contrast, RandomGrayscale and saturation equals PIL's
+    ``convert("L")`` on a million random colours and on every corner of the RGB cube."""
+    from PIL import Image
+
+    from train.augment import _grey
+
+    rng = np.random.default_rng(0)
+    corners = np.array(np.meshgrid([0, 1, 254, 255], [0, 1, 254, 255], [0, 1, 254, 255]))
+    img = np.concatenate([rng.integers(0, 256, (1000, 1000, 3)),
+                          corners.reshape(3, 1, -1).transpose(1, 2, 0).repeat(1000, 0)],
+                         axis=1).astype(np.uint8)
+    assert np.array_equal(_grey(img), np.asarray(Image.fromarray(img).convert("L")))
