@@ -52,5 +52,10 @@ def load_tensors(path: str | os.PathLike, key: str, what: str = "weights file") 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many kinds on bad bytes
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ValueError(f"{key}: {path} is not a readable {what} ({first})") from None
+        raise ValueError(f"{key}: {path} is not a readable {what} ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message cut to its first line (its type's name if it has none), for a
+    one-line error that names the user's file."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

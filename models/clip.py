@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import ConfigError
+from files import first_line
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _REGISTERED = False
@@ -72,9 +73,8 @@ def load_clip(name: str, pretrained: str = "", device: str | torch.device = "cpu
     except Exception as exc:  # torch.load's unpickler raises many kinds on arbitrary bytes
         if not pretrained or not looks_like_path(pretrained):
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{key}: {pretrained} is not an open_clip {name} state dict "
-                         f"({first})") from None
+                         f"({first_line(exc, 200)})") from None
     model.eval()
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))

@@ -52,7 +52,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
 from config import PRECISIONS, ConfigError, SamParams, resolve_device, to_dict
-from files import load_tensors
+from files import first_line, load_tensors
 from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.images import BadInput, LoadedImage
 from shards.schema import Generator
@@ -111,7 +111,7 @@ def load_sam(params: SamParams) -> Sam:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ConfigError(f"masks.sam.checkpoint: {path} does not fit model_type "
-                          f"'{params.model_type}' ({str(exc).splitlines()[0]})") from None
+                          f"'{params.model_type}' ({first_line(exc)})") from None
     return model
 
 

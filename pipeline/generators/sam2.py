@@ -35,6 +35,7 @@ from sam2.utils.amg import (
 )
 
 from config import ConfigError, Sam2Params, resolve_device, to_dict
+from files import first_line
 from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.images import BadInput, LoadedImage
 from shards.schema import Generator
@@ -91,7 +92,7 @@ def load_sam2(params: Sam2Params, device: torch.device) -> torch.nn.Module:
         return build_sam2(config, str(path), device=str(device))
     except Exception as exc:  # noqa: BLE001 - a wrong model, or bytes torch.load cannot read
         raise ConfigError(f"masks.sam2.checkpoint: {path} does not fit sam2.1_{params.model} "
-                          f"({str(exc).splitlines()[0][:160]})") from None
+                          f"({first_line(exc)})") from None
 
 
 class _Predictor(SAM2ImagePredictor):
