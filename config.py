@@ -23,9 +23,9 @@ from synthetic.params import PretrainParams, SynthParams
 DEFAULT_PARAMS = Path(__file__).resolve().parent / "params.yaml"
 # How the last ViT block yields dense features (docs/method.md): the official PixelCLIP path
 # adds the class token's input to every token, MaskCLIP's adds each token's own; ClearCLIP,
-# SCLIP and NACLIP change its attention (training-free, evaluation only).
+# SCLIP and NACLIP change its attention (published training-free; here training can go
+# through them too, RESULTS.md).
 DENSE_MODES = ("pixelclip", "maskclip", "clearclip", "sclip", "naclip")
-TRAIN_DENSE_MODES = ("pixelclip", "maskclip")
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -153,7 +153,7 @@ class TrainParams:
     logit_scale: float = bounded(100.0, 0.0)  # epsilon
     sinkhorn_iters: int = bounded(3, 0)
     trainable: str = choice("attention", ("attention", "full", "none"))
-    dense_mode: str = choice("maskclip", TRAIN_DENSE_MODES)  # params.yaml says why
+    dense_mode: str = choice("maskclip", DENSE_MODES)  # docs/method.md says why
     # paper: 64, 64, 32 (4x the CPU cost)
     head_widths: tuple[int, int, int] = bounded((16, 16, 8), 1)
     use_clustering: bool = True  # ablation switch

@@ -3,6 +3,7 @@ against the full-decode path, in the same run.
 
     python bench/loader.py                       # params/real.yaml's views, 889x1333, 100 masks
     python bench/loader.py --masks 300 --samples 20
+    python bench/loader.py --parts               # where a sample's time goes
 
 Each sample is a JPEG of the size shards store under ``params/real.yaml`` (``masks.max_side``
 1333: SA-1B's 1500x2250 seen as 889x1333) with ``--masks`` full-size masks of SA-1B-like sizes.
@@ -35,12 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from config import load_params  # noqa: E402
 from shards import rle  # noqa: E402
 from shards.reader import decode_image  # noqa: E402
+from train import augment  # noqa: E402
 from train.data import (  # noqa: E402
     collate,
     expand_masks,
+    keep_mask,
     make_views,
     prepare,
     reference_masks,
+    sample_masks,
 )
 
 
@@ -100,6 +104,41 @@ def run_full_decode(samples: list[dict], cfg, seed: int) -> tuple[float, list[to
     return time.process_time() - start, out
 
 
+def run_parts(samples: list[dict], cfg, seed: int) -> dict[str, float]:
+    """CPU seconds per step of :func:`train.data.prepare`, in its order, over the samples."""
+    rng = np.random.default_rng(seed)
+    spent: dict[str, float] = {}
+    clock = [0.0]
+
+    def lap(name: str) -> None:
+        now = time.process_time()
+        spent[name] = spent.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    for s in samples:
+        clock[0] = time.process_time()
+        image = decode_image(s["jpeg"])
+        lap("JPEG decode")
+        geom = augment.draw_geometry(*image.shape[:2], rng, cfg)
+        view = np.ascontiguousarray(augment.crop_view(image, geom))
+        lap("crop and flip")
+        view = augment.color_aug_ssd(view, rng) if cfg.color_aug_ssd else view
+        lap("ColorAugSSD (shared view)")
+        student = augment.strong_view(view, rng, cfg) if cfg.strong_aug else view
+        box = augment.cutout_box(*view.shape[:2], rng, cfg.cutout) if cfg.strong_aug else None
+        if box is not None:
+            student = student.copy()
+            student[box[0]:box[1], box[2]:box[3]] = 0
+        lap("strong view and cutout")
+        for v in (view, student):
+            augment.resize_view(v, cfg.clip_resolution, cfg.antialias)
+        keep_mask(geom, box, cfg.mask_resolution)
+        lap("resize both views")
+        sample_masks(s["rles"], image.shape[:2], geom, cfg.mask_resolution)
+        lap("masks at the grid")
+    return spent
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params/real.yaml")
@@ -111,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-shards", default="",
                         help="instead: write this many-sample SA-1B-like shard folder here "
                              "(for timing train end to end), then exit")
+    parser.add_argument("--parts", action="store_true",
+                        help="instead: CPU ms per step of a sample, in the loader's order")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -121,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
         write_folder(Path(args.write_shards), samples, args.height, args.width)
         return
     run_loader(samples[:2], cfg, args.seed)  # warm-up (imports, allocator)
+    if args.parts:
+        spent = run_parts(samples, cfg, args.seed)
+        for name, seconds in spent.items():
+            print(f"  {name:26s} {1e3 * seconds / len(samples):6.2f} ms")
+        print(f"  {'total':26s} {1e3 * sum(spent.values()) / len(samples):6.2f} ms")
+        return
     fast_s, prepared = run_loader(samples, cfg, args.seed)
     full_s, reference = run_full_decode(samples, cfg, args.seed)
     start = time.process_time()

@@ -21,12 +21,14 @@ def tiny_cfg(shards, out, **kw) -> TrainParams:
     return TrainParams(**base)
 
 
-def test_one_step_changes_image_encoder_and_prompts_not_text(shard_dir, tmp_path):
+@pytest.mark.parametrize("mode", ["maskclip", "clearclip", "naclip"])
+def test_one_step_changes_image_encoder_and_prompts_not_text(shard_dir, tmp_path, mode):
+    """Also through the residual-free last blocks, which training may go through too."""
     from shards.reader import list_shards
     from train.data import batches
     from train.loop import build, train_step
 
-    run = build(tiny_cfg(shard_dir, tmp_path, trainable="attention"))
+    run = build(tiny_cfg(shard_dir, tmp_path, trainable="attention", dense_mode=mode))
     before = {k: v.clone() for k, v in run.clip.state_dict().items()}
     prompts = run.core.prompts.token_embeddings.detach().clone()
     teacher = {k: v.clone() for k, v in run.teacher.state_dict().items()}

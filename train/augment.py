@@ -217,15 +217,15 @@ def _jitter(img: np.ndarray, rng: np.random.Generator, strength: float,
     return img
 
 
+_LUMA = np.array([[19595, 38470, 7471]], np.float32)
+
+
 def _grey(img: np.ndarray) -> np.ndarray:
     """PIL's ``convert("L")`` of an RGB uint8 image (ITU-R 601-2 luma), as torchvision has it:
     ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``, 2x faster than PIL. In float32 every sum is
     an exact integer (at most 255 * 2^16 < 2^24), so any order of the products gives PIL's."""
     luma = cv2.transform(img.astype(np.float32), _LUMA)
     return ((luma.astype(np.int32) + 0x8000) >> 16).astype(np.uint8)
-
-
-_LUMA = np.array([[19595, 38470, 7471]], np.float32)
 
 
 def _blend(img: np.ndarray, factor: float, offset: float) -> np.ndarray:
