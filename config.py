@@ -300,6 +300,13 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def check_fields(params: Any, where: str) -> None:
+    """Check a section built in code (not loaded) against its fields' ``choice``/``bounded``
+    metadata, as loading does; ConfigError naming ``where.<key>``."""
+    for fld in dataclasses.fields(params):
+        _checked(fld, getattr(params, fld.name), _join(where, fld.name))
+
+
 def _checked(fld: dataclasses.Field, value: Any, where: str) -> Any:
     """``value`` if it satisfies the field's ``choice``/``bounded`` metadata, else ConfigError."""
     options = fld.metadata.get("choices")

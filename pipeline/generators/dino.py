@@ -23,11 +23,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from config import PRECISIONS, ConfigError, DinoParams, resolve_device, to_dict
+from config import ConfigError, DinoParams, check_fields, resolve_device, to_dict
 from files import load_tensors
 from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.generators.regions import (
-    SMALL_REGION_MODES,
     clean_labels,
     labels_to_masks,
     resize_labels,
@@ -45,7 +44,7 @@ class DinoGenerator:
 
     def __init__(self, params: DinoParams, device: str = "auto",
                  model: torch.nn.Module | None = None) -> None:
-        check_params(params)
+        check_fields(params, "masks.dino")
         self.params = params
         self.device = resolve_device(device, "masks.device")
         model = model if model is not None else load_dino(params)
@@ -98,17 +97,6 @@ class DinoGenerator:
         pos = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
         return torch.cat([features, self.params.position_weight * pos], dim=-1)
 
-
-def check_params(params: DinoParams) -> None:
-    """Raise :class:`ConfigError` naming the first invalid ``masks.dino`` key."""
-    if params.precision not in PRECISIONS:
-        raise ConfigError(f"masks.dino.precision: '{params.precision}' is not one of "
-                          f"{tuple(PRECISIONS)}")
-    if params.small_regions not in SMALL_REGION_MODES:
-        raise ConfigError(f"masks.dino.small_regions: '{params.small_regions}' is not one of "
-                          f"{SMALL_REGION_MODES}")
-    if params.clusters < 1 or params.kmeans_iters < 1 or params.input_size < 1:
-        raise ConfigError("masks.dino.clusters, kmeans_iters and input_size must be positive")
 
 
 def load_dino(params: DinoParams) -> torch.nn.Module:

@@ -51,7 +51,7 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from config import PRECISIONS, ConfigError, SamParams, resolve_device, to_dict
+from config import ConfigError, SamParams, check_fields, resolve_device, to_dict
 from files import first_line, load_tensors
 from pipeline.generators import Item, MaskSet, encoder_dtype
 from pipeline.images import BadInput, LoadedImage
@@ -59,7 +59,6 @@ from shards.schema import Generator
 
 VERSION = "1"
 RANDOM = "random"  # masks.sam.checkpoint value that builds random weights (tests/bench only)
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 
 
 class SamGenerator:
@@ -81,12 +80,7 @@ class SamGenerator:
 
 def check_params(params: SamParams) -> None:
     """Raise :class:`ConfigError` naming the first invalid ``masks.sam`` key."""
-    if params.model_type not in MODEL_TYPES:
-        raise ConfigError(f"masks.sam.model_type: '{params.model_type}' is not one of "
-                          f"{MODEL_TYPES}")
-    if params.precision not in PRECISIONS:
-        raise ConfigError(f"masks.sam.precision: '{params.precision}' is not one of "
-                          f"{tuple(PRECISIONS)}")
+    check_fields(params, "masks.sam")
     if params.model_type == "tiny" and params.checkpoint != RANDOM:
         raise ConfigError("masks.sam.model_type 'tiny' exists for tests only and needs "
                           f"masks.sam.checkpoint: {RANDOM}")

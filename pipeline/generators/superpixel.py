@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic
 
-from config import ConfigError, SuperpixelParams, to_dict
+from config import SuperpixelParams, check_fields, to_dict
 from pipeline.generators import Item, MaskSet
 from pipeline.generators.regions import (
-    SMALL_REGION_MODES,
     clean_labels,
     dedupe,
     labels_to_masks,
@@ -23,7 +22,6 @@ from pipeline.generators.regions import (
 from pipeline.images import LoadedImage, fit_long_side
 from shards.schema import Generator
 
-METHODS = ("felzenszwalb", "slic")
 VERSION = "1"
 
 
@@ -31,23 +29,13 @@ class SuperpixelGenerator:
     """Callable ``(item, image) -> MaskSet``; deterministic for given params and pixels."""
 
     def __init__(self, params: SuperpixelParams) -> None:
-        check_params(params)
+        check_fields(params, "masks.superpixel")
         self.params = params
         self.info = Generator("superpixel", to_dict(params), VERSION)
 
     def __call__(self, item: Item, image: LoadedImage) -> MaskSet:
         return superpixel_masks(image.rgb, self.params)
 
-
-def check_params(params: SuperpixelParams) -> None:
-    """Raise :class:`ConfigError` naming the first invalid ``masks.superpixel`` key."""
-    if params.method not in METHODS:
-        raise ConfigError(f"masks.superpixel.method: '{params.method}' is not one of {METHODS}")
-    if params.small_regions not in SMALL_REGION_MODES:
-        raise ConfigError(f"masks.superpixel.small_regions: '{params.small_regions}' is not one "
-                          f"of {SMALL_REGION_MODES}")
-    if params.levels < 1:
-        raise ConfigError("masks.superpixel.levels must be at least 1")
 
 
 def superpixel_masks(rgb: np.ndarray, params: SuperpixelParams) -> MaskSet:
