@@ -230,6 +230,8 @@ class EvalOption:
     protocol: str = choice("", ("", *PROTOCOLS))
     masks: str = choice("", ("", *MASK_SOURCES))  # "" = no masks
     pamr: bool = False
+    # the fine-tuned model this row scores, e.g. one trained in its dense mode; "" = the stage's
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)

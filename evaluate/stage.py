@@ -9,6 +9,7 @@ a second JSON with the resolved config, and figures under ``plots/<benchmark>/``
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections import deque
@@ -39,16 +40,19 @@ from models.clip import CLIPBundle, load_clip
 
 log = logging.getLogger(__name__)
 PROMPTS_FILE = "prompts.pt"
+MODELS = ("baseline", "checkpoint")  # the models of every row, as eval.json names them
 
 
 @dataclass(frozen=True)
 class Row:
     """One row of the results table: a name ('' = the default settings), how images become
-    logits, where its masks come from ('' = none), and its settings as eval.json shows them."""
+    logits, where its masks come from ('' = none), the checkpoint it scores beside the baseline
+    ('' = none), and its settings as eval.json shows them."""
 
     name: str
     options: InferenceOptions
     masks: str
+    checkpoint: str
     settings: dict
 
 
@@ -101,7 +105,7 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
     models = load_models(cfg, device)
     for bench in benchmarks:
         for row in table_rows(cfg, bench.name):
-            for bundle in models.values():
+            for bundle in models.of(row).values():
                 check_resolution(bundle, row.options)
     prompts = load_prompt_features(cfg.checkpoint)
     results, per_class = {}, {"config": to_dict(cfg)}
@@ -129,13 +133,15 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
                        "class,iou\n" + "".join(f"{row}\n" for row in rows))
         write_figures(Path(cfg.plots) / bench.name, bench, outcome, summaries)
         if prompts is not None:
-            class_feats = text_classifier(models["checkpoint"], bench.classes).cpu().numpy()
+            tuned = models.checkpoints[cfg.checkpoint]
+            class_feats = text_classifier(tuned, bench.classes).cpu().numpy()
             report.prompt_neighbours(
                 Path(cfg.plots) / bench.name / "prompts.png",
                 f"{bench.name}: learned class prompts → nearest class names",
                 prompts, class_feats, bench.classes)
     report.summary_bars(Path(cfg.plots) / "summary.png",
-                        {b: {m: r[m]["miou"] for m in models} for b, r in results.items()})
+                        {b: {m: r[m]["miou"] for m in MODELS if m in r}
+                         for b, r in results.items()})
     write_json(cfg.metrics, results)
     write_json(cfg.per_class, per_class)
     return EvalSummary(cfg.metrics, results, tuple(skipped))
@@ -143,24 +149,54 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
 
 def table_rows(cfg: EvaluateParams, benchmark: str) -> list[Row]:
     """The default row (name '') and one per ``cfg.options`` entry, resolved for ``benchmark``."""
-    rows = [Row("", options_for(cfg, None, benchmark), cfg.masks, {})]
+    rows = [Row("", options_for(cfg, None, benchmark), cfg.masks, cfg.checkpoint, {})]
     for option in cfg.options:
+        checkpoint = option.checkpoint or cfg.checkpoint
         settings = {"dense_mode": option.dense_mode or cfg.dense_mode,
                     "protocol": option.protocol or cfg.protocol,
-                    "masks": option.masks, "pamr": option.pamr}
+                    "masks": option.masks, "pamr": option.pamr, "checkpoint_path": checkpoint,
+                    "trained_dense_mode": trained_dense_mode(checkpoint)}
         rows.append(Row(option.name, options_for(cfg, option, benchmark), option.masks,
-                        settings))
+                        checkpoint, settings))
     return rows
 
 
-def load_models(cfg: EvaluateParams, device: torch.device) -> dict[str, CLIPBundle]:
-    """``{"baseline": ..., "checkpoint": ...}``; the checkpoint only when its path is set."""
-    models = {"baseline": load_clip(cfg.clip_model, cfg.baseline, device,
-                                    key="evaluate.baseline")}
-    if cfg.checkpoint:
-        models["checkpoint"] = load_clip(cfg.clip_model, cfg.checkpoint, device,
-                                         key="evaluate.checkpoint")
-    return models
+def trained_dense_mode(checkpoint: str) -> str | None:
+    """``train.dense_mode`` of the run that wrote ``checkpoint`` (its ``params.json``), or None
+    for a checkpoint that this project's trainer did not write."""
+    path = Path(checkpoint).parent / "params.json"
+    if not checkpoint or not path.is_file():
+        return None
+    try:
+        mode = json.loads(path.read_text()).get("dense_mode")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return mode if isinstance(mode, str) else None
+
+
+@dataclass(frozen=True)
+class Models:
+    """The baseline and every checkpoint a row scores, by path, each loaded once."""
+
+    baseline: CLIPBundle
+    checkpoints: dict[str, CLIPBundle]
+
+    def of(self, row: Row) -> dict[str, CLIPBundle]:
+        """The models ``row`` scores, by their names in eval.json."""
+        named = {"baseline": self.baseline}
+        if row.checkpoint:
+            named["checkpoint"] = self.checkpoints[row.checkpoint]
+        return named
+
+
+def load_models(cfg: EvaluateParams, device: torch.device) -> Models:
+    """The baseline, ``evaluate.checkpoint`` (when set) and the options' own checkpoints."""
+    keys = {cfg.checkpoint: "evaluate.checkpoint"}
+    keys.update({o.checkpoint: f"evaluate.options.{o.name}.checkpoint"
+                 for o in cfg.options if o.checkpoint and o.checkpoint not in keys})
+    return Models(load_clip(cfg.clip_model, cfg.baseline, device, key="evaluate.baseline"),
+                  {path: load_clip(cfg.clip_model, path, device, key=key)
+                   for path, key in keys.items() if path})
 
 
 def load_prompt_features(checkpoint: str) -> np.ndarray | None:
@@ -175,21 +211,20 @@ def load_prompt_features(checkpoint: str) -> np.ndarray | None:
     return torch.nn.functional.normalize(feats, dim=-1).numpy()
 
 
-def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle], device: torch.device,
+def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
                        cfg: EvaluateParams, masks: MasksParams) -> BenchResult:
     """Every model's confusion matrix on ``bench`` under every row of the table (each image is
     read once for all of them)."""
     n = len(bench.classes)
     rows = table_rows(cfg, bench.name)
-    texts = {(m, r.options.templates): text_classifier(b, bench.classes,
-                                                       r.options.templates).to(device)
-             for m, b in models.items() for r in rows}
+    texts = {(id(b), r.options.templates): text_classifier(b, bench.classes,
+                                                           r.options.templates).to(device)
+             for r in rows for b in models.of(r).values()}
     found = {g: benchmark_masks(cfg.mask_cache, bench, dataclasses.replace(masks, generator=g))
              for g in sorted({r.masks for r in rows} - {""})}
-    result = BenchResult({m: np.zeros((n, n), np.int64) for m in models},
-                         rows={r.name: {m: np.zeros((n, n), np.int64) for m in models}
-                               for r in rows[1:]},
-                         seconds={r.name: 0.0 for r in rows}, preds={m: [] for m in models})
+    zeros = {r.name: {m: np.zeros((n, n), np.int64) for m in models.of(r)} for r in rows}
+    result = BenchResult(zeros.pop(""), rows=zeros, seconds={r.name: 0.0 for r in rows},
+                         preds={m: [] for m in models.of(rows[0])})
     batches = [bench.pairs[i:i + cfg.batch_size]
                for i in range(0, len(bench.pairs), cfg.batch_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -213,9 +248,9 @@ def evaluate_benchmark(bench: Benchmark, models: dict[str, CLIPBundle], device: 
                 image_masks = ([decode_for(found[row.masks].get(p.key), img.shape[:2])
                                 for p, img in zip(pairs, images, strict=True)]
                                if row.masks else None)
-                for m, bundle in models.items():
+                for m, bundle in models.of(row).items():
                     start = time.perf_counter()
-                    preds = predict(bundle, texts[m, row.options.templates], images,
+                    preds = predict(bundle, texts[id(bundle), row.options.templates], images,
                                     row.options, device, image_masks)
                     result.seconds[row.name] += time.perf_counter() - start
                     target = result.rows[row.name][m] if row.name else result.matrices[m]

@@ -358,6 +358,41 @@ def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path,
     assert shard.stat().st_mtime_ns == made
 
 
+def test_an_option_scores_its_own_checkpoint(tmp_path, synth_root, checkpoint):
+    """An option may name the checkpoint it scores (one trained in its mode): that row's numbers
+    are the checkpoint's default-row numbers, eval.json names it and its training mode, the
+    other rows keep the stage's checkpoint, and a missing one is an error naming its key."""
+    from config import ConfigError, EvalOption
+    from evaluate.stage import run
+
+    torch.manual_seed(2)
+    own = tmp_path / "clear" / "final.pt"
+    own.parent.mkdir()
+    torch.save(load_clip(MODEL, "").model.state_dict(), own)
+    (own.parent / "params.json").write_text(json.dumps({"dense_mode": "clearclip"}))
+    torch.save(load_clip(MODEL, "").model.state_dict(), tmp_path / "base.pt")
+    cfg = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint), resolution=32,
+                   baseline=str(tmp_path / "base.pt"),
+                   feature_size=16, options=(EvalOption("own", checkpoint=str(own)),
+                                             EvalOption("same")))
+    run(cfg)
+    table = json.loads(Path(cfg.metrics).read_text())["synthetic"]["options"]
+    assert (table["own"]["checkpoint_path"], table["same"]["checkpoint_path"]) == (
+        str(own), str(checkpoint))
+    assert table["own"]["checkpoint"] != table["same"]["checkpoint"]
+    assert (table["own"]["trained_dense_mode"], table["same"]["trained_dense_mode"]) == (
+        "clearclip", None)
+    alone = dataclasses.replace(cfg, checkpoint=str(own), options=())
+    run(alone)
+    default = json.loads(Path(alone.metrics).read_text())["synthetic"]
+    assert table["own"]["checkpoint"] == default["checkpoint"]
+    assert table["own"]["baseline"] == default["baseline"]
+    missing = dataclasses.replace(cfg, options=(EvalOption("gone", checkpoint="nope.pt"),))
+    with pytest.raises((ConfigError, FileNotFoundError, ValueError),
+                       match="evaluate.options.gone.checkpoint"):
+        run(missing)
+
+
 def test_mask_painting_and_pamr():
     """A mask takes the class of its mean logits, smaller masks on top, pixels outside keep
     their own; PAMR moves logits along the image, not across an edge."""
