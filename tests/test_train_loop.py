@@ -120,11 +120,13 @@ def test_cli_train(shard_dir, tmp_path):
         "train", "--shards", str(shard_dir), "--out", str(out), "--steps", "2",
         "--batch-size", "2", "--clip-pretrained", "", "--set", "train.clip_resolution=32",
         "--set", "train.mask_resolution=16", "--set", "train.num_prompts=4",
-        "--set", "train.head_widths=[8,8,8]", "--set", "train.prompt_vocab=",
-        "--set", "train.live="])
+        "--set", "train.head_widths=[8,8,8]", "--set", "train.prompt_vocab="])
     assert result.exit_code == 0, result.output
     assert "train: 2 steps" in result.output
     assert (out / "final.pt").is_file() and (out / "prompts.pt").is_file()
+    # a run given --out keeps its dvclive curves, not the default run's folder
+    assert (out / "live" / "metrics.json").is_file()
+    assert list((out / "live").rglob("loss.tsv"))
     bad = CliRunner().invoke(cli, ["train", "--clip-pretrained", str(tmp_path / "x.pt"),
                                    "--shards", str(shard_dir)])
     assert bad.exit_code != 0 and "train.clip_pretrained" in bad.output

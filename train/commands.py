@@ -7,14 +7,15 @@ import os
 import click
 
 from cli_options import params_option, set_option
-from config import stage_params
+from config import parse_sets, stage_params
 
 
 @click.command()
 @params_option
 @set_option
 @click.option("--shards", help="shard folder [train.shards]")
-@click.option("--out", help="run folder [train.out]")
+@click.option("--out", help="run folder [train.out]; its curves go to <out>/live unless "
+              "train.live is set")
 @click.option("--clip-pretrained", help="open_clip tag or checkpoint [train.clip_pretrained]")
 @click.option("--steps", type=int, help="optimiser steps [train.steps]")
 @click.option("--batch-size", type=int, help="global batch [train.batch_size]")
@@ -27,9 +28,12 @@ def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, de
     """PixelCLIP fine-tuning (run under torchrun for DDP)."""
     from train.loop import run
 
+    # a side run's curves travel with it instead of overwriting the default run's
+    live = f"{out}/live" if out and "train.live" not in parse_sets(sets) else None
     cfg = stage_params(params_path, "train", sets, {
         "shards": shards, "out": out, "clip_pretrained": clip_pretrained, "steps": steps,
-        "batch_size": batch_size, "device": device, "resume": resume, "overwrite": overwrite})
+        "batch_size": batch_size, "device": device, "resume": resume, "overwrite": overwrite,
+        "live": live})
     summary = run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
         click.echo(f"train: {summary.line()}")
