@@ -217,9 +217,12 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
     read once for all of them)."""
     n = len(bench.classes)
     rows = table_rows(cfg, bench.name)
-    texts = {(id(b), r.options.templates): text_classifier(b, bench.classes,
-                                                           r.options.templates).to(device)
-             for r in rows for b in models.of(r).values()}
+    texts: dict[tuple[int, tuple[str, ...]], torch.Tensor] = {}
+    for r in rows:  # one text classifier per model and template set
+        for b in models.of(r).values():
+            if (id(b), r.options.templates) not in texts:
+                texts[id(b), r.options.templates] = text_classifier(
+                    b, bench.classes, r.options.templates).to(device)
     found = {g: benchmark_masks(cfg.mask_cache, bench, dataclasses.replace(masks, generator=g))
              for g in sorted({r.masks for r in rows} - {""})}
     zeros = {r.name: {m: np.zeros((n, n), np.int64) for m in models.of(r)} for r in rows}
