@@ -36,17 +36,26 @@ def inference_options(command):
               help="sliding windows instead of the whole image [evaluate.sliding_window]")
 @click.option("--max-images", type=int, help="per benchmark, 0 = all [evaluate.max_images]")
 @click.option("--device", help="auto | cpu | cuda [evaluate.device]")
+@click.option("--out", help="folder for this evaluation's eval.json, per_class.json, per_class/ "
+              "and plots/ (instead of evaluate.metrics, .per_class, .per_class_plots, .plots)")
+@click.option("--overwrite", is_flag=True, help="replace the evaluation already in --out")
 @inference_options
 def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sliding_window,
-             max_images, device, dense_mode, protocol, masks, pamr) -> None:
+             max_images, device, out, overwrite, dense_mode, protocol, masks, pamr) -> None:
     """Score the untuned CLIP and the checkpoint on every benchmark (mIoU, plots)."""
     from evaluate.stage import run
 
-    params = all_params(params_path, "evaluate", sets, {
-        "checkpoint": checkpoint, "baseline": baseline, "clip_model": clip_model,
-        "resolution": resolution, "sliding_window": sliding_window, "max_images": max_images,
-        "device": device, "dense_mode": dense_mode, "protocol": protocol, "masks": masks,
-        "pamr": pamr})
+    flags = {"checkpoint": checkpoint, "baseline": baseline, "clip_model": clip_model,
+             "resolution": resolution, "sliding_window": sliding_window,
+             "max_images": max_images, "device": device, "dense_mode": dense_mode,
+             "protocol": protocol, "masks": masks, "pamr": pamr}
+    if out:
+        if (Path(out) / "eval.json").exists() and not overwrite:
+            raise click.ClickException(f"--out: {out} holds an evaluation (eval.json); "
+                                       "pass --overwrite to replace it")
+        flags.update(metrics=f"{out}/eval.json", per_class=f"{out}/per_class.json",
+                     per_class_plots=f"{out}/per_class", plots=f"{out}/plots")
+    params = all_params(params_path, "evaluate", sets, flags)
     cfg = params.evaluate
     summary = run(cfg, params.masks)
     for line in summary.lines():  # skipped benchmarks are logged by run()

@@ -248,6 +248,17 @@ def test_cli_evaluate(tmp_path, synth_root):
     assert result.exit_code == 0, result.output
     assert "synthetic: mIoU baseline" in result.output
     assert json.loads((tmp_path / "m/eval.json").read_text())["synthetic"]["images"] == 2
+    # --out puts the whole evaluation in one folder, and does not replace one unasked
+    out = tmp_path / "side"
+    side = args + ["--out", str(out), "--set", f"evaluate.synthetic={synth_root}",
+                   "--set", "evaluate.options=[]", "--set", "evaluate.num_plot_images=1"]
+    assert CliRunner().invoke(cli, side).exit_code == 0
+    assert json.loads((out / "eval.json").read_text())["synthetic"]["images"] == 2
+    assert (out / "per_class.json").is_file() and (out / "plots" / "summary.png").is_file()
+    assert list((out / "per_class").glob("synthetic-baseline.csv"))
+    again = CliRunner().invoke(cli, side)
+    assert again.exit_code != 0 and "--out" in again.output and "--overwrite" in again.output
+    assert CliRunner().invoke(cli, [*side, "--overwrite"]).exit_code == 0
 
 
 def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_path, synth_root,
