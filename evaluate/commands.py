@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli_options import params_option, set_option
-from config import DENSE_MODES, MASK_SOURCES, PROTOCOLS, all_params
+from config import DENSE_MODES, MASK_SOURCES, PROTOCOLS, all_params, parse_sets
 
 
 def inference_options(command):
@@ -37,7 +37,7 @@ def inference_options(command):
 @click.option("--max-images", type=int, help="per benchmark, 0 = all [evaluate.max_images]")
 @click.option("--device", help="auto | cpu | cuda [evaluate.device]")
 @click.option("--out", help="folder for this evaluation's eval.json, per_class.json, per_class/ "
-              "and plots/ (instead of evaluate.metrics, .per_class, .per_class_plots, .plots)")
+              "and plots/ (evaluate.metrics, .per_class, .per_class_plots, .plots unless set)")
 @click.option("--overwrite", is_flag=True, help="replace the evaluation already in --out")
 @inference_options
 def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sliding_window,
@@ -53,8 +53,10 @@ def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sl
         if (Path(out) / "eval.json").exists() and not overwrite:
             raise click.ClickException(f"--out: {out} holds an evaluation (eval.json); "
                                        "pass --overwrite to replace it")
-        flags.update(metrics=f"{out}/eval.json", per_class=f"{out}/per_class.json",
-                     per_class_plots=f"{out}/per_class", plots=f"{out}/plots")
+        given = parse_sets(sets)
+        flags.update({k: f"{out}/{name}" for k, name in (
+            ("metrics", "eval.json"), ("per_class", "per_class.json"),
+            ("per_class_plots", "per_class"), ("plots", "plots")) if f"evaluate.{k}" not in given})
     params = all_params(params_path, "evaluate", sets, flags)
     cfg = params.evaluate
     summary = run(cfg, params.masks)
