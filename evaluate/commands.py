@@ -50,6 +50,8 @@ def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sl
              "max_images": max_images, "device": device, "dense_mode": dense_mode,
              "protocol": protocol, "masks": masks, "pamr": pamr}
     if out:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise click.ClickException(f"--out: {out} is a file, not a folder")
         if (Path(out) / "eval.json").exists() and not overwrite:
             raise click.ClickException(f"--out: {out} holds an evaluation (eval.json); "
                                        "pass --overwrite to replace it")

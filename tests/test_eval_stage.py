@@ -259,6 +259,9 @@ def test_cli_evaluate(tmp_path, synth_root):
     again = CliRunner().invoke(cli, side)
     assert again.exit_code != 0 and "--out" in again.output and "--overwrite" in again.output
     assert CliRunner().invoke(cli, [*side, "--overwrite"]).exit_code == 0
+    (tmp_path / "file").write_text("")
+    clash = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "file")])
+    assert clash.exit_code != 0 and "is a file, not a folder" in clash.output
 
 
 def test_ceiling_pixel_score_is_the_evaluate_score_and_regions_are_scored(tmp_path, synth_root,
