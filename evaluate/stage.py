@@ -82,7 +82,7 @@ class EvalSummary:
         """One line per benchmark: mIoU of every model and the gain."""
         out = []
         for name, res in self.results.items():
-            parts = [f"{m} {res[m]['miou']:.2f}" for m in ("baseline", "checkpoint") if m in res]
+            parts = [f"{m} {res[m]['miou']:.2f}" for m in MODELS if m in res]
             gain = f" (gain {res['gain_miou']:+.2f})" if "gain_miou" in res else ""
             left = f", {res['skipped_images']} skipped" if res.get("skipped_images") else ""
             out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images"
@@ -108,6 +108,7 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
             for bundle in models.of(row).values():
                 check_resolution(bundle, row.options)
     prompts = load_prompt_features(cfg.checkpoint)
+    trained = {path: trained_dense_mode(path) for path in models.checkpoints}
     results, per_class = {}, {"config": to_dict(cfg)}
     for bench in benchmarks:
         outcome = evaluate_benchmark(bench, models, device, cfg, masks or MasksParams())
@@ -121,6 +122,7 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
             rows = {r.name: r for r in table_rows(cfg, bench.name)}
             results[bench.name]["options"] = {
                 name: {**rows[name].settings,
+                       "trained_dense_mode": trained.get(rows[name].checkpoint),
                        **headline({m: summarize(cm, bench.classes, bench.miou)
                                    for m, cm in matrices.items()}, scored),
                        "seconds_per_image": round(outcome.seconds[name] / max(1, scored), 4)}
@@ -154,8 +156,7 @@ def table_rows(cfg: EvaluateParams, benchmark: str) -> list[Row]:
         checkpoint = option.checkpoint or cfg.checkpoint
         settings = {"dense_mode": option.dense_mode or cfg.dense_mode,
                     "protocol": option.protocol or cfg.protocol,
-                    "masks": option.masks, "pamr": option.pamr, "checkpoint_path": checkpoint,
-                    "trained_dense_mode": trained_dense_mode(checkpoint)}
+                    "masks": option.masks, "pamr": option.pamr, "checkpoint_path": checkpoint}
         rows.append(Row(option.name, options_for(cfg, option, benchmark), option.masks,
                         checkpoint, settings))
     return rows

@@ -98,7 +98,6 @@ class DinoGenerator:
         return torch.cat([features, self.params.position_weight * pos], dim=-1)
 
 
-
 def load_dino(params: DinoParams) -> torch.nn.Module:
     """The timm ViT of ``masks.dino.model`` with weights from ``masks.dino.checkpoint`` (or
     random weights for ``"random"``: tests and benchmarks only)."""

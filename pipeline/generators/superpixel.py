@@ -37,7 +37,6 @@ class SuperpixelGenerator:
         return superpixel_masks(image.rgb, self.params)
 
 
-
 def superpixel_masks(rgb: np.ndarray, params: SuperpixelParams) -> MaskSet:
     """Region masks of an RGB uint8 image at its own resolution, largest first per level."""
     height, width = rgb.shape[:2]
