@@ -199,7 +199,8 @@ class TrainParams:
     live: str = "metrics/train"  # dvclive curves for DVC's plots and experiments; "" = off
     resume: str = ""  # "" | latest | a checkpoint path
     overwrite: bool = False  # a fresh run may replace the run already in ``out``
-    seed: int = 0
+    seed: int = 0  # the data stream (order, crops, augmentation)
+    init_seed: int = bounded(0, 0)  # prompt words and head weights; official: 0 whatever the seed
 
 
 @dataclass(frozen=True)

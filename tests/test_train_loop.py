@@ -62,6 +62,23 @@ def test_visual_delay_holds_the_image_tower_while_prompts_learn(shard_dir, tmp_p
     assert any(not torch.equal(visual[k], v) for k, v in run.core.visual.state_dict().items())
 
 
+def test_the_run_seed_leaves_the_initialisation_to_init_seed(shard_dir, tmp_path):
+    """As in the official code (prompt words and head drawn after a fixed ``manual_seed(0)``),
+    ``train.seed`` does not change the initial prompts or head; ``train.init_seed`` does."""
+    from train.loop import build
+
+    def initial(**kw):
+        core = build(tiny_cfg(shard_dir, tmp_path, **kw)).core
+        return core.prompts.token_embeddings.detach().clone(), core.head.state_dict()
+
+    (prompts, head), (prompts_5, head_5) = initial(seed=0), initial(seed=5)
+    assert torch.equal(prompts, prompts_5)
+    assert all(torch.equal(v, head_5[k]) for k, v in head.items())
+    other_prompts, other_head = initial(seed=0, init_seed=1)
+    assert not torch.equal(prompts, other_prompts)
+    assert not all(torch.equal(v, other_head[k]) for k, v in head.items())
+
+
 def _log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 

@@ -109,14 +109,14 @@ def build_optimizer(core: PixelCLIP, cfg: TrainParams) -> torch.optim.Optimizer:
 def build(cfg: TrainParams) -> Run:
     """Model, teacher, optimiser and (if launched so) the DDP wrapper."""
     rank, world, device = setup_distributed(cfg.device)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.init_seed)  # as the official code: the run's seed moves the data only
     bundle = load_clip(cfg.clip_model, cfg.clip_pretrained, device)
     clip = bundle.model
     clip.requires_grad_(False)
     set_trainable(clip.visual, cfg.trainable)
     vocab = read_vocab(cfg.prompt_vocab) if cfg.prompt_vocab else None
     prompts = PromptLearner(clip, bundle.tokenizer, cfg.num_prompts, cfg.prompt_length,
-                            cfg.prompt_template, seed=cfg.seed, vocab=vocab).to(device)
+                            cfg.prompt_template, seed=cfg.init_seed, vocab=vocab).to(device)
     core = PixelCLIP(clip.visual, prompts, UpsampleHead(cfg.head_widths).to(device),
                      cfg.dense_mode)
     teacher = make_teacher(clip.visual)
