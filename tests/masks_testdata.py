@@ -11,7 +11,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from config import MasksParams, SuperpixelParams
+from config import DinoParams, MasksParams, Sam2Params, SamParams, SuperpixelParams
+
+# Random weights give near-flat logits: thresholds low enough that masks survive, box NMS off
+# (random masks are scattered, so their boxes all cover the image).
+TINY_SAM = SamParams(model_type="tiny", checkpoint="random", points_per_side=4,
+                     pred_iou_thresh=0.05, stability_score_thresh=0.3,
+                     stability_score_offset=0.02, box_nms_thresh=1.0, precision="fp32")
+TINY_DINO = DinoParams(model="vit_small_patch8_224.dino", checkpoint="random", input_size=64,
+                       clusters=6, min_area_frac=0.01, kmeans_iters=10, precision="fp32")
+TINY_SAM2 = Sam2Params(model="hiera_t", checkpoint="random", points_per_side=4,
+                       points_per_batch=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                       box_nms_thresh=0.7)
 
 
 def scene(seed: int, height: int = 72, width: int = 96) -> np.ndarray:

@@ -430,3 +430,62 @@ def test_mask_painting_and_pamr():
     assert left.std(dim=(1, 2)).max() < 0.5 * noisy.std()
     assert (left.mean(dim=(1, 2)) - noisy[:, :, :16].mean(dim=(1, 2))).abs().max() < 0.1
     assert (right.mean(dim=(1, 2)) - noisy[:, :, 16:].mean(dim=(1, 2))).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("generator", ["sam", "dino", pytest.param("sam2", marks=pytest.mark.slow)])
+def test_masks_from_a_model_generator_guide_evaluate_and_segment(tmp_path, synth_root,
+                                                                  checkpoint, generator):
+    """``evaluate.masks`` naming SAM, SAM 2.1 or DINO (random weights): the stage runs that
+    generator over the validation images into cached shards, and every pixel of a mask that no
+    smaller mask overlaps takes that mask's one class, in evaluate and in segment alike (the
+    plain prediction does not)."""
+    from cli import cli
+    from config import MasksParams
+    from evaluate.stage import run
+    from shards.reader import list_shards, sample_pipeline
+    from shards.rle import decode
+    from tests.masks_testdata import TINY_DINO, TINY_SAM, TINY_SAM2
+
+    settings = MasksParams(device="cpu", sam=TINY_SAM, sam2=TINY_SAM2, dino=TINY_DINO)
+    guided = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint), masks=generator,
+                      resolution=32, feature_size=16, predictions=str(tmp_path / "guided"))
+    run(guided, settings)
+    run(dataclasses.replace(guided, masks="", predictions=str(tmp_path / "plain"),
+                            metrics=str(tmp_path / "plain.json")), settings)
+    folder, = (tmp_path / "mask_cache").glob(f"synthetic-{generator}-*")
+    samples = list(sample_pipeline(list_shards(folder / "shards"), split=False, masks=False))
+    assert len(samples) == 4 and {s["record"]["generator"]["name"] for s in samples} == {
+        generator}
+
+    def sole_regions(rles: list[dict], size: tuple[int, int]) -> list[np.ndarray]:
+        masks = decode(rles, *size)
+        area = masks.reshape(len(masks), -1).sum(1)
+        return [m & ~masks[(area <= a) & (np.arange(len(masks)) != i)].any(0)
+                for i, (m, a) in enumerate(zip(masks, area, strict=True))]
+
+    def classes_in(region: np.ndarray, label: np.ndarray) -> int:
+        return len(np.unique(label[region]))
+
+    mixed = 0
+    for sample in samples:
+        key = sample["record"]["source"]
+        image = np.asarray(Image.open(synth_root / "val/images" / key))
+        regions = [r for r in sole_regions(sample["rles"], image.shape[:2]) if r.sum() > 1]
+        assert regions
+        painted = read_label_png(tmp_path / "guided/synthetic/checkpoint" / key)
+        assert all(classes_in(r, painted) == 1 for r in regions)
+        plain = read_label_png(tmp_path / "plain/synthetic/checkpoint" / key)
+        mixed += sum(classes_in(r, plain) > 1 for r in regions)
+        if key == samples[0]["record"]["source"]:
+            sets = [f"masks.{generator}.{k}={v}" for k, v in
+                    getattr(settings, generator).__dict__.items()]
+            result = CliRunner().invoke(cli, [
+                "segment", str(synth_root / "val/images" / key), "--classes",
+                ",".join(f"class {i}" for i in range(18)), "--checkpoint", str(checkpoint),
+                "--model", MODEL, "--out", str(tmp_path / "seg"), "--device", "cpu",
+                "--masks", generator, "--resolution", "32",
+                *[x for s in sets for x in ("--set", s)]])
+            assert result.exit_code == 0, result.output
+            segmented = read_label_png(tmp_path / "seg" / f"{Path(key).stem}_label.png")
+            assert all(classes_in(r, segmented) == 1 for r in regions)
+    assert mixed > 0

@@ -22,15 +22,7 @@ from shards import rle as rle_codec
 from shards import schema
 from shards.manifest import read_table
 from shards.verify import verify_dir
-from tests.masks_testdata import masks_params, scene, write_images
-
-# Random weights give near-flat logits: thresholds low enough that masks survive, box NMS off
-# (random masks are scattered, so their boxes all cover the image).
-TINY_SAM = SamParams(model_type="tiny", checkpoint="random", points_per_side=4,
-                     pred_iou_thresh=0.05, stability_score_thresh=0.3,
-                     stability_score_offset=0.02, box_nms_thresh=1.0, precision="fp32")
-TINY_DINO = DinoParams(model="vit_small_patch8_224.dino", checkpoint="random", input_size=64,
-                       clusters=6, min_area_frac=0.01, kmeans_iters=10, precision="fp32")
+from tests.masks_testdata import TINY_DINO, TINY_SAM, masks_params, scene, write_images
 
 
 def decode(maskset, height: int, width: int) -> np.ndarray:
