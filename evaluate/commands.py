@@ -79,15 +79,27 @@ def evaluate(params_path, sets, checkpoint, baseline, clip_model, resolution, sl
               default="detectron2", show_default=True,
               help="mIoU over classes in the ground truth (detectron2) or in ground truth or "
                    "prediction (cityscapesscripts)")
+@click.option("--against", help="another model's label PNGs: the mIoU difference with a 95% "
+              "interval (paired bootstrap over the images)")
+@click.option("--draws", type=click.IntRange(100), default=1000, show_default=True,
+              help="bootstrap draws for --against")
+@click.option("--seed", type=int, default=0, show_default=True, help="bootstrap seed")
 @click.option("--json", "json_out", help="write the scores (with per-class IoU) here")
-def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, convention, json_out) -> None:
+def score(pred_dir, gt_dir, num_classes, ignore_index, suffix, convention, against, draws, seed,
+          json_out) -> None:
     """Score predicted label PNGs against ground truth (same numbers as evaluate)."""
     from evaluate.score import score_folders
 
     result = score_folders(pred_dir, gt_dir, num_classes, ignore_index, suffix,
-                           convention=convention)
+                           convention=convention, against=against, draws=draws, seed=seed)
     click.echo(f"mIoU {result['miou']:.2f}  pixel acc {result['pixel_acc']:.2f}  "
                f"({result['images']} images)")
+    if against:
+        cmp = result["against"]
+        low, high = cmp["interval_95"]
+        click.echo(f"against {against}: mIoU {cmp['miou']:.2f}, difference "
+                   f"{cmp['difference']:+.2f} (95% interval {low:+.2f} to {high:+.2f}, higher "
+                   f"in {100 * cmp['p_higher']:.1f}% of {draws} paired bootstrap draws)")
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluate.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, summarize
+from evaluate.metrics import (
+    class_counts,
+    confusion_matrix,
+    iou_per_class,
+    mean_iou,
+    paired_bootstrap,
+    pixel_accuracy,
+    summarize,
+)
 
 
 def reference_miou(pred: np.ndarray, gt: np.ndarray, n: int, ignore: int = 255,
@@ -94,3 +102,35 @@ def test_uint8_fast_path_equals_generic_path():
     generic = confusion_matrix(pred.astype(np.int32), gt.astype(np.int32), 20)
     np.testing.assert_array_equal(fast, generic)
     assert fast.dtype == np.int64 and fast.shape == (20, 20)
+
+
+@pytest.mark.parametrize("convention", ["detectron2", "cityscapes"])
+def test_paired_bootstrap_resamples_the_same_images_for_both_models(convention):
+    """Each draw is the mIoU of A's and of B's confusion matrices summed over one resample of
+    the images (restated here with whole matrices, seeded as documented); identical models
+    differ by exactly 0; a model better on every image is higher in every draw."""
+    rng = np.random.default_rng(3)
+    gts = rng.integers(0, 5, (30, 8, 8))
+    a = np.where(rng.random(gts.shape) < 0.7, gts, rng.integers(0, 5, gts.shape))
+    b = np.where(rng.random(gts.shape) < 0.5, gts, rng.integers(0, 5, gts.shape))
+    cm_a = np.stack([confusion_matrix(p, g, 5) for p, g in zip(a, gts, strict=True)])
+    cm_b = np.stack([confusion_matrix(p, g, 5) for p, g in zip(b, gts, strict=True)])
+    got = paired_bootstrap(np.stack([class_counts(c) for c in cm_a]),
+                           np.stack([class_counts(c) for c in cm_b]), draws=200, seed=7,
+                           convention=convention)
+    draws = np.random.default_rng(7)
+    want = []
+    for _ in range(200):
+        idx = draws.integers(0, 30, 30)
+        want.append(100 * (mean_iou(cm_a[idx].sum(0), convention)
+                           - mean_iou(cm_b[idx].sum(0), convention)))
+    assert got["interval_95"] == pytest.approx(list(np.percentile(want, [2.5, 97.5])), abs=1e-4)
+    assert got["p_higher"] == pytest.approx(np.mean(np.array(want) > 0))
+    assert got["difference"] == pytest.approx(
+        100 * (mean_iou(cm_a.sum(0), convention) - mean_iou(cm_b.sum(0), convention)), abs=1e-4)
+    assert got["interval_95"][0] > 0 and got["p_higher"] == 1.0  # A is right 70% vs 50%
+    same = paired_bootstrap(np.stack([class_counts(c) for c in cm_b]),
+                            np.stack([class_counts(c) for c in cm_b]), draws=100)
+    assert (same["difference"], same["interval_95"], same["p_higher"]) == (0.0, [0.0, 0.0], 0.0)
+    with pytest.raises(ValueError, match="same"):
+        paired_bootstrap(np.zeros((3, 3, 5)), np.zeros((4, 3, 5)))

@@ -204,6 +204,35 @@ def test_cli_score_handmade(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_cli_score_against_another_model(tmp_path):
+    """``--against``: both folders scored on the same images, the difference with its
+    bootstrap interval printed and written; a missing folder names its flag."""
+    from cli import cli
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        gt = rng.integers(0, 3, (6, 6)).astype(np.uint8)
+        write_label(tmp_path / f"gt/{i}.png", gt)
+        write_label(tmp_path / f"good/{i}.png", np.where(rng.random(gt.shape) < 0.9, gt, 0))
+        write_label(tmp_path / f"poor/{i}.png", np.where(rng.random(gt.shape) < 0.4, gt, 0))
+    out = tmp_path / "score.json"
+    args = ["score", "--pred", str(tmp_path / "good"), "--gt", str(tmp_path / "gt"),
+            "--num-classes", "3", "--against", str(tmp_path / "poor"), "--draws", "200"]
+    result = CliRunner().invoke(cli, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(out.read_text())
+    poor = CliRunner().invoke(cli, ["score", "--pred", str(tmp_path / "poor"), "--gt",
+                                    str(tmp_path / "gt"), "--num-classes", "3"])
+    assert f"mIoU {scored['against']['miou']:.2f}" in poor.output
+    cmp = scored["against"]
+    assert cmp["difference"] == pytest.approx(scored["miou"] - cmp["miou"], abs=1e-3)
+    assert cmp["interval_95"][0] > 0 and (cmp["draws"], cmp["images"]) == (200, 12)
+    assert f"difference {cmp['difference']:+.2f}" in result.output
+    args[args.index("--against") + 1] = str(tmp_path / "gone")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0 and "--against: folder not found" in result.output
+
+
 def test_cli_segment_writes_overlay_and_label(tmp_path, synth_root, checkpoint):
     from cli import cli
 
