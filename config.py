@@ -270,7 +270,8 @@ class EvaluateParams:
     metrics: str = "metrics/eval.json"
     per_class: str = "metrics/per_class.json"
     per_class_plots: str = "metrics/per_class"  # a CSV per benchmark and model: dvc plots
-    predictions: str = ""  # folder for predicted label PNGs, "" = not written
+    # label PNGs: <bench>/<model>/, option rows under <bench>/options/<name>/<model>/; "" = none
+    predictions: str = ""
     plots: str = "plots"
     num_plot_images: int = bounded(6, 0)
 

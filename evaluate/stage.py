@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -99,6 +100,10 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
     names = [o.name for o in cfg.options]
     if len(set(names)) != len(names) or "" in names:
         raise ConfigError("evaluate.options: every option needs a name of its own")
+    for name in names:  # a folder name under evaluate.predictions
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"evaluate.options: name {name!r} must be letters, digits, "
+                              "'.', '_' or '-'")
     benchmarks, skipped = discover(cfg)
     for line in skipped:
         log.info(line)
@@ -260,11 +265,12 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
                     target = result.rows[row.name][m] if row.name else result.matrices[m]
                     for pred, truth in zip(preds, truths, strict=True):
                         target += confusion_matrix(pred, truth, n)
+                    if cfg.predictions:
+                        folder = Path(cfg.predictions, bench.name,
+                                      f"options/{row.name}" if row.name else "", m)
+                        for pair, pred in zip(pairs, preds, strict=True):
+                            write_label(folder / pair.key, pred)
                     if not row.name:
-                        if cfg.predictions:
-                            for pair, pred in zip(pairs, preds, strict=True):
-                                write_label(Path(cfg.predictions) / bench.name / m / pair.key,
-                                            pred)
                         result.preds[m] += preds[:keep]
     return result
 

@@ -371,7 +371,7 @@ def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path,
                                                                        checkpoint):
     """Each option row is scored for both models and written beside the default numbers;
     the row that repeats the default settings gives the default numbers."""
-    from config import EvalOption
+    from config import ConfigError, EvalOption
     from evaluate.stage import run
 
     options = (EvalOption("same"), EvalOption("clear", dense_mode="clearclip"),
@@ -379,10 +379,21 @@ def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path,
                EvalOption("naclip-pamr", dense_mode="naclip", pamr=True),
                EvalOption("regions", masks="sa1b"), EvalOption("superpixels", masks="superpixel"))
     cfg = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint), options=options,
-                   mask_cache=str(tmp_path / "cache"), resolution=32, feature_size=16)
+                   mask_cache=str(tmp_path / "cache"), resolution=32, feature_size=16,
+                   predictions=str(tmp_path / "pred"))
     run(cfg)
     res = json.loads(Path(cfg.metrics).read_text())["synthetic"]
     table = res["options"]
+    from evaluate.score import score_folders
+
+    for name in ("sclip", "regions"):  # each row's label PNGs score as its numbers
+        for model in ("baseline", "checkpoint"):
+            scored = score_folders(tmp_path / f"pred/synthetic/options/{name}/{model}",
+                                   synth_root / "val/labels", 18)
+            assert scored["miou"] == pytest.approx(table[name][model]["miou"], abs=1e-6)
+    for bad in ((EvalOption("a"), EvalOption("a")), (EvalOption("a/b"),)):
+        with pytest.raises(ConfigError, match="^evaluate.options: "):
+            run(dataclasses.replace(cfg, options=bad))
     assert list(table) == [o.name for o in options]
     for name, row in table.items():
         assert {"dense_mode", "protocol", "masks", "pamr", "baseline", "checkpoint",
