@@ -274,6 +274,8 @@ class EvaluateParams:
     predictions: str = ""
     plots: str = "plots"
     num_plot_images: int = bounded(6, 0)
+    # draws of the paired bootstrap over the images behind gain_interval_95; 0 = no interval
+    bootstrap_draws: int = bounded(1000, 0)
 
 
 @dataclass(frozen=True)

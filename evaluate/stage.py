@@ -35,7 +35,7 @@ from evaluate.inference import (
     text_classifier,
 )
 from evaluate.labels import write_label
-from evaluate.metrics import confusion_matrix, summarize
+from evaluate.metrics import class_counts, confusion_matrix, paired_bootstrap, summarize
 from files import load_tensors, write_json, write_text
 from models.clip import CLIPBundle, load_clip
 
@@ -59,11 +59,13 @@ class Row:
 
 @dataclass
 class BenchResult:
-    """Confusion matrices per model (default row) and per option row and model, seconds of
-    inference per row, and the first few samples kept for the overlay grid."""
+    """Confusion matrices per model (default row) and per option row and model, each scored
+    image's class counts per row ('' = default) and model, seconds of inference per row, and
+    the first few samples kept for the overlay grid."""
 
     matrices: dict[str, np.ndarray]
     rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    counts: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # one line per image that was left out
     images: list[np.ndarray] = field(default_factory=list)
@@ -84,7 +86,10 @@ class EvalSummary:
         out = []
         for name, res in self.results.items():
             parts = [f"{m} {res[m]['miou']:.2f}" for m in MODELS if m in res]
-            gain = f" (gain {res['gain_miou']:+.2f})" if "gain_miou" in res else ""
+            gain = f" (gain {res['gain_miou']:+.2f}" if "gain_miou" in res else ""
+            if "gain_interval_95" in res:
+                gain += ", 95% interval {:+.2f} to {:+.2f}".format(*res["gain_interval_95"])
+            gain += ")" if gain else ""
             left = f", {res['skipped_images']} skipped" if res.get("skipped_images") else ""
             out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images"
                        f"{left} ({res['miou_convention']} mIoU)")
@@ -120,7 +125,8 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
         summaries = {m: summarize(cm, bench.classes, bench.miou)
                      for m, cm in outcome.matrices.items()}
         scored = len(bench.pairs) - len(outcome.skipped)
-        results[bench.name] = headline(summaries, scored)
+        results[bench.name] = headline(summaries, scored, outcome.counts[""], cfg.bootstrap_draws,
+                                       bench.miou)
         results[bench.name].update(miou_convention=bench.miou,
                                    skipped_images=len(outcome.skipped))
         if cfg.options:
@@ -129,7 +135,8 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
                 name: {**rows[name].settings,
                        "trained_dense_mode": trained.get(rows[name].checkpoint),
                        **headline({m: summarize(cm, bench.classes, bench.miou)
-                                   for m, cm in matrices.items()}, scored),
+                                   for m, cm in matrices.items()}, scored,
+                                  outcome.counts[name], cfg.bootstrap_draws, bench.miou),
                        "seconds_per_image": round(outcome.seconds[name] / max(1, scored), 4)}
                 for name, matrices in outcome.rows.items()}
         per_class[bench.name] = {m: s["per_class"] for m, s in summaries.items()}
@@ -233,6 +240,7 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
              for g in sorted({r.masks for r in rows} - {""})}
     zeros = {r.name: {m: np.zeros((n, n), np.int64) for m in models.of(r)} for r in rows}
     result = BenchResult(zeros.pop(""), rows=zeros, seconds={r.name: 0.0 for r in rows},
+                         counts={r.name: {m: [] for m in models.of(r)} for r in rows},
                          preds={m: [] for m in models.of(rows[0])})
     batches = [bench.pairs[i:i + cfg.batch_size]
                for i in range(0, len(bench.pairs), cfg.batch_size)]
@@ -264,7 +272,9 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
                     result.seconds[row.name] += time.perf_counter() - start
                     target = result.rows[row.name][m] if row.name else result.matrices[m]
                     for pred, truth in zip(preds, truths, strict=True):
-                        target += confusion_matrix(pred, truth, n)
+                        cm = confusion_matrix(pred, truth, n)
+                        target += cm
+                        result.counts[row.name][m].append(class_counts(cm))
                     if cfg.predictions:
                         folder = Path(cfg.predictions, bench.name,
                                       f"options/{row.name}" if row.name else "", m)
@@ -295,12 +305,19 @@ def prefetched(pool: ThreadPoolExecutor, fn: Callable, items: list, depth: int =
         yield pending.popleft().result()
 
 
-def headline(summaries: dict[str, dict], images: int) -> dict:
-    """Per model ``{"miou", "pixel_acc"}``, the checkpoint's mIoU gain, the image count."""
+def headline(summaries: dict[str, dict], images: int,
+             counts: dict[str, list[np.ndarray]] | None = None, draws: int = 0,
+             convention: str = "detectron2") -> dict:
+    """Per model ``{"miou", "pixel_acc"}``, the checkpoint's mIoU gain, with ``draws`` its 95%
+    interval from a paired bootstrap over the images' ``counts``, the image count."""
     out: dict = {m: {"miou": s["miou"], "pixel_acc": s["pixel_acc"]} for m, s in summaries.items()}
     if "checkpoint" in summaries and None not in (summaries["checkpoint"]["miou"],
                                                    summaries["baseline"]["miou"]):
         out["gain_miou"] = round(summaries["checkpoint"]["miou"] - summaries["baseline"]["miou"], 4)
+        if draws and counts:
+            out["gain_interval_95"] = paired_bootstrap(
+                np.stack(counts["checkpoint"]), np.stack(counts["baseline"]), draws,
+                convention=convention)["interval_95"]
     out["images"] = images
     return out
 

@@ -52,8 +52,8 @@ def test_run_scores_baseline_and_checkpoint(tmp_path, synth_root, checkpoint):
     summary = run(cfg)
     metrics = json.loads(Path(cfg.metrics).read_text())
     res = metrics["synthetic"]
-    assert set(res) == {"baseline", "checkpoint", "gain_miou", "images", "miou_convention",
-                        "skipped_images"}
+    assert set(res) == {"baseline", "checkpoint", "gain_miou", "gain_interval_95", "images",
+                        "miou_convention", "skipped_images"}
     assert res["miou_convention"] == "detectron2" and res["skipped_images"] == 0
     assert res["images"] == 4
     # the stage's numbers are those of predicting each image alone and counting pixels by set
@@ -83,9 +83,14 @@ def test_run_scores_baseline_and_checkpoint(tmp_path, synth_root, checkpoint):
     from evaluate.score import score_folders
 
     scored = score_folders(tmp_path / "pred/synthetic/checkpoint", synth_root / "val/labels",
-                           len(per_class["synthetic"]["baseline"]))
+                           len(per_class["synthetic"]["baseline"]),
+                           against=tmp_path / "pred/synthetic/baseline")
     assert scored["miou"] == pytest.approx(res["checkpoint"]["miou"], abs=1e-6)
     assert scored["pixel_acc"] == pytest.approx(res["checkpoint"]["pixel_acc"], abs=1e-6)
+    # and the gain's interval is the paired bootstrap over those images
+    assert res["gain_interval_95"] == scored["against"]["interval_95"]
+    low, high = res["gain_interval_95"]
+    assert low < high and f"95% interval {low:+.2f} to {high:+.2f}" in summary.lines()[0]
 
 
 def test_run_baseline_alone_and_missing_checkpoint(tmp_path, synth_root):
@@ -397,7 +402,7 @@ def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path,
     assert list(table) == [o.name for o in options]
     for name, row in table.items():
         assert {"dense_mode", "protocol", "masks", "pamr", "baseline", "checkpoint",
-                "gain_miou", "images", "seconds_per_image"} <= set(row), name
+                "gain_miou", "gain_interval_95", "images", "seconds_per_image"} <= set(row), name
         assert row["gain_miou"] == pytest.approx(
             row["checkpoint"]["miou"] - row["baseline"]["miou"], abs=1e-3)
     assert table["same"]["checkpoint"] == res["checkpoint"]
