@@ -94,14 +94,18 @@ def paired_bootstrap(counts_a: np.ndarray, counts_b: np.ndarray, draws: int = 10
                          f"{counts_b.shape}, want the same (images, 3, classes)")
     rng = np.random.default_rng(seed)
     n = len(counts_a)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(draws)])
-
-    def miou(counts: np.ndarray) -> np.ndarray:
-        summed = np.einsum("dn,nkc->dkc", weights.astype(np.float64), counts.astype(np.float64))
-        iou = iou_from_counts(summed[:, 0], summed[:, 1], summed[:, 2], convention)
-        return 100 * np.nanmean(iou, axis=1)
-
-    diff = miou(counts_a) - miou(counts_b)
+    flat = [c.reshape(n, -1).astype(np.float64) for c in (counts_a, counts_b)]
+    diff = []
+    for start in range(0, draws, 256):  # bounded memory: 256 resamples at a time
+        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                            for _ in range(min(256, draws - start))]).astype(np.float64)
+        miou = []
+        for counts in flat:
+            summed = (weights @ counts).reshape(len(weights), 3, -1)
+            iou = iou_from_counts(summed[:, 0], summed[:, 1], summed[:, 2], convention)
+            miou.append(100 * np.nanmean(iou, axis=1))
+        diff.append(miou[0] - miou[1])
+    diff = np.concatenate(diff)
     full = [100 * np.nanmean(iou_from_counts(*c.sum(0), convention)) for c in (counts_a, counts_b)]
     low, high = np.percentile(diff, [2.5, 97.5])
     return {"difference": round(float(full[0] - full[1]), 4),
