@@ -86,10 +86,11 @@ class EvalSummary:
         out = []
         for name, res in self.results.items():
             parts = [f"{m} {res[m]['miou']:.2f}" for m in MODELS if m in res]
-            gain = f" (gain {res['gain_miou']:+.2f}" if "gain_miou" in res else ""
-            if "gain_interval_95" in res:
-                gain += ", 95% interval {:+.2f} to {:+.2f}".format(*res["gain_interval_95"])
-            gain += ")" if gain else ""
+            gain = ""
+            if "gain_miou" in res:
+                interval = res.get("gain_interval_95")
+                within = ", 95% interval {:+.2f} to {:+.2f}".format(*interval) if interval else ""
+                gain = f" (gain {res['gain_miou']:+.2f}{within})"
             left = f", {res['skipped_images']} skipped" if res.get("skipped_images") else ""
             out.append(f"{name}: mIoU {' / '.join(parts)}{gain} on {res['images']} images"
                        f"{left} ({res['miou_convention']} mIoU)")
