@@ -306,16 +306,15 @@ def prefetched(pool: ThreadPoolExecutor, fn: Callable, items: list, depth: int =
         yield pending.popleft().result()
 
 
-def headline(summaries: dict[str, dict], images: int,
-             counts: dict[str, list[np.ndarray]] | None = None, draws: int = 0,
-             convention: str = "detectron2") -> dict:
+def headline(summaries: dict[str, dict], images: int, counts: dict[str, list[np.ndarray]],
+             draws: int, convention: str) -> dict:
     """Per model ``{"miou", "pixel_acc"}``, the checkpoint's mIoU gain, with ``draws`` its 95%
     interval from a paired bootstrap over the images' ``counts``, the image count."""
     out: dict = {m: {"miou": s["miou"], "pixel_acc": s["pixel_acc"]} for m, s in summaries.items()}
     if "checkpoint" in summaries and None not in (summaries["checkpoint"]["miou"],
                                                    summaries["baseline"]["miou"]):
         out["gain_miou"] = round(summaries["checkpoint"]["miou"] - summaries["baseline"]["miou"], 4)
-        if draws and counts:
+        if draws:
             out["gain_interval_95"] = paired_bootstrap(
                 np.stack(counts["checkpoint"]), np.stack(counts["baseline"]), draws,
                 convention=convention)["interval_95"]
