@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,14 @@ from shards import rle as rle_codec
 from shards import schema
 from shards.manifest import read_table
 from shards.verify import verify_dir
-from tests.masks_testdata import TINY_DINO, TINY_SAM, masks_params, scene, write_images
+from tests.masks_testdata import (
+    TINY_DINO,
+    TINY_SAM,
+    TINY_SAM2,
+    masks_params,
+    scene,
+    write_images,
+)
 
 
 def decode(maskset, height: int, width: int) -> np.ndarray:
@@ -259,9 +267,7 @@ def test_sam2_fast_amg_equals_stock_amg_in_fp32_and_runs_the_stage(tmp_path: Pat
     from config import Sam2Params
     from pipeline.generators.sam2 import FastSam2Amg, amg_settings, load_sam2
 
-    base = Sam2Params(model="hiera_t", checkpoint="random", points_per_side=4,
-                      points_per_batch=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                      box_nms_thresh=1.0)
+    base = dataclasses.replace(TINY_SAM2, points_per_batch=6, box_nms_thresh=1.0)
     model = load_sam2(base, torch.device("cpu"))
     rgb = scene(3, 96, 128)
     for extra in ({}, {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.6}):
