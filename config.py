@@ -215,8 +215,9 @@ class BenchmarkRoots:
 
 
 # Inference protocols: pixelclip (the paper's: the whole image squashed to resolution², 8
-# templates, features at feature_size²), sclip (the training-free methods': short side 336,
-# 560 on Cityscapes, sliding 224² windows at stride 112, 80 templates, logit scale 40).
+# templates, features at feature_size²), sclip (SCLIP's configs, the training-free methods':
+# short side 336, 448 on COCO-Stuff, 560 on Cityscapes, long side at most 2048, resized as
+# mmcv does, sliding 224² windows at stride 112, 80 templates, the peers' class names).
 PROTOCOLS = ("pixelclip", "sclip")
 # where mask-guided inference takes its masks: the masks stage's generators
 MASK_SOURCES = ("sa1b", "sam", "sam2", "dino", "superpixel")
@@ -242,8 +243,14 @@ class EvaluateParams:
     checkpoint: str = "data/models/pixelclip/final.pt"  # "" = score the baseline alone
     baseline: str = "data/models/tinyclip/final.pt"  # the untuned CLIP: tag, path, "" = random
     clip_model: str = "TinyCLIP-ViT-8"
+    # detectron2's test mapper before anything else (PIL bilinear): short side to resize_short,
+    # long side at most resize_max (0 = no limit); 0 = none. The official code: 640, 2560.
+    resize_short: int = bounded(0, 0)
+    resize_max: int = bounded(0, 0)
     # whole image squashed to resolution², or the sliding-window side
     resolution: int = bounded(96, 8)
+    # that resize with an antialiasing filter; False = plain bilinear, as the official model
+    antialias: bool = True
     # dense features upsampled to this grid before the text similarity
     feature_size: int = bounded(64, 1)
     dense_mode: str = choice("maskclip", DENSE_MODES)  # the last block's dense path

@@ -125,3 +125,29 @@ def prompt_name(name: str) -> str:
 def prompts_for(name: str, templates: tuple[str, ...] = TEMPLATES) -> list[str]:
     """Every template filled with one class name."""
     return [t.format(prompt_name(name)) for t in templates]
+
+
+# Where the training-free peers' class-name files (SCLIP's configs; NACLIP's are the same)
+# differ from the lists above: multi-word names of COCO-Stuff, ADE20K and Cityscapes are
+# written without their spaces, and a few classes are renamed or scored by several names.
+_PEER_RENAMED: dict[str, dict[str, tuple[str, ...]]] = {
+    "pascal_context_59": {"diningtable": ("table",)},
+    "voc20": {
+        "boat": ("ship",),
+        "diningtable": ("table",),
+        "person": ("person", "person in shirt", "person in jeans", "person in dress",
+                   "person in sweater", "person in skirt", "person in jacket"),
+        "tvmonitor": ("television monitor", "tv monitor", "monitor", "television", "screen"),
+    },
+}
+_PEER_UNSPACED = ("coco_stuff", "ade20k_150", "cityscapes")
+
+
+def peer_class_names(benchmark: str, classes: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Per class of ``benchmark`` (its ``classes`` as listed above), the names the
+    training-free peers score it by (the best one wins)."""
+    renamed = _PEER_RENAMED.get(benchmark, {})
+    unspaced = benchmark in _PEER_UNSPACED
+    return tuple(renamed.get(name, (prompt_name(name).replace(" ", "") if unspaced
+                                    else prompt_name(name),))
+                 for name in classes)

@@ -5,8 +5,9 @@ similarity with the class embeddings → logits upsampled to label size → argm
 Two modes: the whole image squashed to ``resolution``² (the paper's protocol), or sliding
 ``resolution``² windows over the image resized to a short side of ``slide_short_side``, window
 logits averaged where they overlap. The logits at the image's size may then be refined
-(``evaluate.refine``: PAMR, masks) before the argmax. :func:`options_for` turns the evaluate
-params, an option of the results table and a benchmark into :class:`InferenceOptions`.
+(``evaluate.refine``: PAMR, masks), and a class scored by several names takes its best one,
+before the argmax. :func:`options_for` turns the evaluate params, an option of the results
+table and a benchmark into :class:`InferenceOptions`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,23 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from evaluate.class_names import IMAGENET_TEMPLATES, TEMPLATES, prompts_for
+from evaluate.benchmarks import LAYOUTS
+from evaluate.class_names import IMAGENET_TEMPLATES, TEMPLATES, peer_class_names, prompts_for
 from evaluate.refine import paint_masks, pamr
 from models.clip import CLIPBundle, encode_texts
 from models.dense import dense_features, stride
+from train.augment import resized_shape
+
+# How an image is resized to the network's input: torch's antialiased bilinear filter, plain
+# bilinear sampling of the float image (``F.interpolate``, as the official PixelCLIP model
+# does), or OpenCV's bilinear on the uint8 image (mmcv's ``Resize``, the peers' protocol).
+RESIZES = ("antialias", "bilinear", "mmcv")
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,21 @@ class InferenceOptions:
     templates: tuple[str, ...] = TEMPLATES
     pamr_steps: int = 0  # 0 = no PAMR
     pamr_dilations: tuple[int, ...] = (8, 16)
+    resize: str = "antialias"  # one of RESIZES
+    # detectron2's test mapper first (PIL bilinear): short side to test_short, long side at
+    # most test_max (0 = no limit); 0 = the image as read
+    test_short: int = 0
+    test_max: int = 0
+    slide_max: int = 0  # sliding: the resized image's long side at most this; 0 = no limit
+    # per class, the names it is scored by (the best one wins); () = the benchmark's own
+    class_names: tuple[tuple[str, ...], ...] = ()
 
 
 def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
     """Inference options of ``cfg`` (an ``EvaluateParams``) with ``option`` (an
     ``EvalOption``, its empty fields taking ``cfg``'s) on ``benchmark``. The ``sclip``
-    protocol fixes its own geometry and templates (short side 560 on Cityscapes)."""
+    protocol fixes its own geometry, resize, templates and class names, as SCLIP's configs
+    do per benchmark."""
     protocol = (option and option.protocol) or cfg.protocol
     mode = (option and option.dense_mode) or cfg.dense_mode
     pamr = option.pamr if option is not None else cfg.pamr
@@ -52,14 +71,18 @@ def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
         return InferenceOptions(
             SCLIP_WINDOW, 0, True, SCLIP_STRIDE,
             SCLIP_SHORT_SIDE.get(benchmark, SCLIP_SHORT_SIDE[""]), mode,
-            IMAGENET_TEMPLATES, steps, cfg.pamr_dilations)
+            IMAGENET_TEMPLATES, steps, cfg.pamr_dilations, "mmcv", slide_max=SCLIP_LONG_SIDE,
+            class_names=peer_class_names(benchmark, LAYOUTS[benchmark].classes)
+            if benchmark in LAYOUTS else ())
     return InferenceOptions(cfg.resolution, cfg.feature_size, cfg.sliding_window,
                             cfg.window_stride, cfg.slide_short_side, mode, TEMPLATES, steps,
-                            cfg.pamr_dilations)
+                            cfg.pamr_dilations, "antialias" if cfg.antialias else "bilinear",
+                            cfg.resize_short, cfg.resize_max)
 
 
-SCLIP_WINDOW, SCLIP_STRIDE = 224, 112
-SCLIP_SHORT_SIDE = {"": 336, "cityscapes": 560}
+# SCLIP's configs (NACLIP's: COCO-Stuff at 336, VOC-20 whole; ClearCLIP's: every short side 448)
+SCLIP_WINDOW, SCLIP_STRIDE, SCLIP_LONG_SIDE = 224, 112, 2048
+SCLIP_SHORT_SIDE = {"": 336, "coco_stuff": 448, "cityscapes": 560}
 
 
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
@@ -70,14 +93,32 @@ def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
                          f"tower's stride {step}")
 
 
-def text_classifier(bundle: CLIPBundle, class_names: Sequence[str],
+def text_classifier(bundle: CLIPBundle, class_names: Sequence[str | Sequence[str]],
                     templates: Sequence[str] = TEMPLATES, chunk: int = 512) -> torch.Tensor:
-    """``(C, D)`` L2-normalised class embeddings, each the mean over the prompt templates."""
-    texts = [p for name in class_names for p in prompts_for(name, tuple(templates))]
+    """``(Q, D)`` L2-normalised embeddings, each the mean over the prompt templates, of every
+    name of every class (a class is one name or a sequence of them, flattened in order)."""
+    names = [n for c in class_names for n in ((c,) if isinstance(c, str) else c)]
+    texts = [p for name in names for p in prompts_for(name, tuple(templates))]
     parts = [encode_texts(bundle.model, bundle.tokenizer, texts[i:i + chunk])
              for i in range(0, len(texts), chunk)]
-    per_template = torch.cat(parts).reshape(len(class_names), len(templates), -1)
+    per_template = torch.cat(parts).reshape(len(names), len(templates), -1)
     return F.normalize(per_template.mean(dim=1), dim=-1)
+
+
+def classifier(bundle: CLIPBundle, options: InferenceOptions,
+               classes: Sequence[str]) -> torch.Tensor:
+    """The text classifier :func:`predict` expects under ``options`` for a benchmark's
+    ``classes``: its names (``options.class_names`` where set) in its templates."""
+    return text_classifier(bundle, options.class_names or classes, options.templates)
+
+
+def best_name(logits: torch.Tensor, class_names: tuple[tuple[str, ...], ...]) -> torch.Tensor:
+    """``(Q, ...)`` logits of every name → ``(C, ...)`` of every class, each its best name's
+    (the argmax of the peers' softmax at any logit scale, then max over a class's names)."""
+    if all(len(names) == 1 for names in class_names):
+        return logits
+    parts = logits.split([len(names) for names in class_names])
+    return torch.stack([p.amax(dim=0) for p in parts])
 
 
 def _autocast(device: torch.device):
@@ -86,12 +127,26 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def resize_shortest_edge(image: np.ndarray, short: int, longest: int) -> np.ndarray:
+    """detectron2's test mapper: ``ResizeShortestEdge(short, longest)``, PIL's bilinear filter
+    on the uint8 image; ``short`` 0 = the image itself."""
+    if not short:
+        return image
+    height, width = resized_shape(*image.shape[:2], short, longest)
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
 def to_input(image: np.ndarray, size: tuple[int, int], bundle: CLIPBundle,
-             device: torch.device) -> torch.Tensor:
-    """RGB uint8 ``(H, W, 3)`` → normalised float ``(3, *size)`` on ``device`` (bilinear)."""
+             device: torch.device, resize: str = "antialias") -> torch.Tensor:
+    """RGB uint8 ``(H, W, 3)`` → normalised float ``(3, *size)`` on ``device``, resized as
+    ``resize`` says (:data:`RESIZES`)."""
+    if resize == "mmcv" and image.shape[:2] != tuple(size):
+        image = cv2.resize(np.ascontiguousarray(image), size[::-1],
+                           interpolation=cv2.INTER_LINEAR)
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255
-    x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
-                      antialias=True)[0]
+    if resize != "mmcv":
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
+                          antialias=resize == "antialias")[0]
     mean = torch.tensor(bundle.mean, device=device).view(3, 1, 1)
     std = torch.tensor(bundle.std, device=device).view(3, 1, 1)
     return (x - mean) / std
@@ -131,31 +186,34 @@ def window_origins(length: int, window: int, stride: int) -> list[int]:
 
 
 def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
-                   window: int, stride: int, feature_size: int, mode: str = "pixelclip",
-                   batch_size: int = 16) -> torch.Tensor:
-    """Normalised ``(3, H, W)`` image (both sides ≥ ``window``) → ``(C, H, W)`` logits averaged
-    over overlapping ``window``² crops (each crop scored like a whole image, then upsampled)."""
+                   window: int, window_stride: int, feature_size: int,
+                   mode: str = "pixelclip", batch_size: int = 16) -> torch.Tensor:
+    """Normalised ``(3, H, W)`` image → ``(C, H, W)`` logits averaged over overlapping
+    ``window``² crops (a side shorter than ``window`` is cropped whole, as SCLIP does), each
+    scored like a whole image, then upsampled to the crop."""
     _, height, width = image.shape
-    boxes = [(y, x) for y in window_origins(height, window, stride)
-             for x in window_origins(width, window, stride)]
+    crop_h, crop_w = min(window, height), min(window, width)
+    step = stride(bundle.model.visual)  # a shorter crop loses its last partial patch to the
+    seen_h, seen_w = crop_h // step * step, crop_w // step * step  # patch embedding, as in SCLIP
+    boxes = [(y, x) for y in window_origins(height, window, window_stride)
+             for x in window_origins(width, window, window_stride)]
     total = torch.zeros(text.shape[0], height, width, device=image.device)
     count = torch.zeros(1, height, width, device=image.device)
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
-        crops = torch.stack([image[:, y:y + window, x:x + window] for y, x in chunk])
+        crops = torch.stack([image[:, y:y + seen_h, x:x + seen_w] for y, x in chunk])
         logits = whole_logits(bundle, crops, text, feature_size, mode)
         for (y, x), part in zip(chunk, logits, strict=True):
-            part = F.interpolate(part[None], size=(window, window), mode="bilinear",
+            part = F.interpolate(part[None], size=(crop_h, crop_w), mode="bilinear",
                                  align_corners=False)[0]
-            total[:, y:y + window, x:x + window] += part
-            count[:, y:y + window, x:x + window] += 1
+            total[:, y:y + crop_h, x:x + crop_w] += part
+            count[:, y:y + crop_h, x:x + crop_w] += 1
     return total / count
 
 
 def _slide_size(shape: tuple[int, ...], options: InferenceOptions) -> tuple[int, int]:
     short = max(options.slide_short_side or options.resolution, options.resolution)
-    scale = short / min(shape[0], shape[1])
-    return max(round(shape[0] * scale), short), max(round(shape[1] * scale), short)
+    return resized_shape(shape[0], shape[1], short, options.slide_max)
 
 
 @torch.inference_mode()
@@ -163,17 +221,21 @@ def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray]
             options: InferenceOptions, device: torch.device,
             masks: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Label maps (``uint8`` class ids, each at its image's size) for a batch of RGB images;
-    with ``masks`` (per image ``(N, H, W)`` bool or None) each mask is named as a whole."""
+    ``text`` is :func:`classifier`'s; with ``masks`` (per image ``(N, H, W)`` bool or None)
+    each mask is named as a whole. PAMR is guided by the image itself, or in sliding mode, as
+    SCLIP's code does, by the network's resized input brought back to the image's size."""
     sizes = [img.shape[:2] for img in images]
+    seen = [resize_shortest_edge(img, options.test_short, options.test_max) for img in images]
     if options.sliding_window:
-        stride = options.window_stride or max(1, options.resolution * 2 // 3)
-        logits = [sliding_logits(bundle, to_input(img, _slide_size(img.shape, options), bundle,
-                                                  device), text, options.resolution, stride,
-                                 options.feature_size, options.dense_mode)
-                  for img in images]
+        step = options.window_stride or max(1, options.resolution * 2 // 3)
+        inputs = [to_input(img, _slide_size(img.shape, options), bundle, device, options.resize)
+                  for img in seen]
+        logits = [sliding_logits(bundle, x, text, options.resolution, step,
+                                 options.feature_size, options.dense_mode) for x in inputs]
     else:
         side = (options.resolution, options.resolution)
-        batch = torch.stack([to_input(img, side, bundle, device) for img in images])
+        batch = torch.stack([to_input(img, side, bundle, device, options.resize)
+                             for img in seen])
         logits = list(whole_logits(bundle, batch, text, options.feature_size,
                                    options.dense_mode))
     out = []
@@ -181,11 +243,17 @@ def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray]
         up = F.interpolate(lg[None].float(), size=tuple(size), mode="bilinear",
                            align_corners=False)[0]
         if options.pamr_steps:
-            image = torch.from_numpy(np.ascontiguousarray(images[i])).to(device)
-            up = pamr(image.permute(2, 0, 1).float(), up, options.pamr_steps,
-                      options.pamr_dilations)
+            if options.sliding_window:
+                guide = F.interpolate(inputs[i][None], size=tuple(size), mode="bilinear",
+                                      align_corners=False)[0]
+            else:
+                guide = torch.from_numpy(np.ascontiguousarray(images[i])).to(device)
+                guide = guide.permute(2, 0, 1).float()
+            up = pamr(guide, up, options.pamr_steps, options.pamr_dilations)
+        if options.class_names:
+            up = best_name(up, options.class_names)
         labels = paint_masks(up, masks[i] if masks is not None else None)
-        out.append(labels.cpu().numpy().astype(np.uint8 if lg.shape[0] <= 255 else np.uint16))
+        out.append(labels.cpu().numpy().astype(np.uint8 if up.shape[0] <= 255 else np.uint16))
     return out
 
 

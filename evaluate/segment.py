@@ -13,7 +13,7 @@ from pathlib import Path
 from config import EvaluateParams, MasksParams, resolve_device
 from evaluate import report
 from evaluate.benchmarks import read_image
-from evaluate.inference import check_resolution, options_for, predict, text_classifier
+from evaluate.inference import check_resolution, classifier, options_for, predict
 from evaluate.labels import write_label
 from models.clip import load_clip
 from pipeline.generators import Item, get_generator
@@ -60,7 +60,7 @@ def segment(images: list[str | Path], classes: list[str], out: str | Path,
     bundle = load_clip(cfg.clip_model, cfg.checkpoint, device, key="--checkpoint")
     options = options_for(cfg)
     check_resolution(bundle, options)
-    text = text_classifier(bundle, classes, options.templates).to(device)
+    text = classifier(bundle, options, classes).to(device)
     generator = None
     if cfg.masks:
         generator = get_generator(dataclasses.replace(masks or MasksParams(),

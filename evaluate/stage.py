@@ -30,6 +30,7 @@ from evaluate.eval_masks import benchmark_masks, decode_for
 from evaluate.inference import (
     InferenceOptions,
     check_resolution,
+    classifier,
     options_for,
     predict,
     text_classifier,
@@ -231,12 +232,12 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
     read once for all of them)."""
     n = len(bench.classes)
     rows = table_rows(cfg, bench.name)
-    texts: dict[tuple[int, tuple[str, ...]], torch.Tensor] = {}
-    for r in rows:  # one text classifier per model and template set
+    texts: dict[tuple, torch.Tensor] = {}
+    for r in rows:  # one text classifier per model, template set and class names
         for b in models.of(r).values():
-            if (id(b), r.options.templates) not in texts:
-                texts[id(b), r.options.templates] = text_classifier(
-                    b, bench.classes, r.options.templates).to(device)
+            key = id(b), r.options.templates, r.options.class_names
+            if key not in texts:
+                texts[key] = classifier(b, r.options, bench.classes).to(device)
     found = {g: benchmark_masks(cfg.mask_cache, bench, dataclasses.replace(masks, generator=g))
              for g in sorted({r.masks for r in rows} - {""})}
     zeros = {r.name: {m: np.zeros((n, n), np.int64) for m in models.of(r)} for r in rows}
@@ -268,8 +269,8 @@ def evaluate_benchmark(bench: Benchmark, models: Models, device: torch.device,
                                if row.masks else None)
                 for m, bundle in models.of(row).items():
                     start = time.perf_counter()
-                    preds = predict(bundle, texts[id(bundle), row.options.templates], images,
-                                    row.options, device, image_masks)
+                    text = texts[id(bundle), row.options.templates, row.options.class_names]
+                    preds = predict(bundle, text, images, row.options, device, image_masks)
                     result.seconds[row.name] += time.perf_counter() - start
                     target = result.rows[row.name][m] if row.name else result.matrices[m]
                     for pred, truth in zip(preds, truths, strict=True):

@@ -99,10 +99,13 @@ def test_real_setup_is_the_official_configuration():
                                                                             0.2, 0.5)
     assert t.blur_sigma == (0.1, 2.0) and t.cutout == (0.1, 0.5)
     assert real.masks.generator == "sa1b" and e.roots.cityscapes and not e.synthetic
+    # the official test mapper (ResizeShortestEdge 640, max 2560), then plain bilinear to 320²
+    assert (e.resize_short, e.resize_max, e.antialias) == (640, 2560, False)
     convnext = load_params(DEFAULT_PARAMS.parent / "params" / "real-convnext.yaml")
     c = convnext.train
     assert c.clip_model == convnext.evaluate.clip_model == "convnext_base_w_320"
     assert (c.clip_resolution, convnext.evaluate.resolution) == (640, 640)
+    assert (convnext.evaluate.resize_short, convnext.evaluate.antialias) == (640, False)
     assert c.trainable == "full" and c.logit_scale == 1.0
     assert c.out != t.out and convnext.evaluate.metrics != e.metrics
 
