@@ -57,6 +57,10 @@ class InferenceOptions:
     # per class, the names it is scored by (the best one wins); () = the benchmark's own
     class_names: tuple[tuple[str, ...], ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize {self.resize!r} is not one of {', '.join(RESIZES)}")
+
 
 def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
     """Inference options of ``cfg`` (an ``EvaluateParams``) with ``option`` (an

@@ -64,6 +64,8 @@ def test_sclip_protocol_takes_sclips_settings_per_benchmark():
     assert coco["traffic light"] == ("trafficlight",) and coco["sky-other"] == ("sky-other",)
     assert options_for(cfg, SCLIP, "synthetic").class_names == ()
     assert options_for(cfg, None, "voc20").class_names == ()  # the paper's: its own names
+    with pytest.raises(ValueError, match="resize 'mmvc' is not one of antialias, bilinear"):
+        dataclasses.replace(voc, resize="mmvc")  # no silent fallback to another filter
 
 
 def official_sclip(bundle, rgb: np.ndarray, class_names, short: int,
