@@ -215,10 +215,13 @@ class BenchmarkRoots:
 
 
 # Inference protocols: pixelclip (the paper's: the whole image squashed to resolution², 8
-# templates, features at feature_size²), sclip (SCLIP's configs, the training-free methods':
-# short side 336, 448 on COCO-Stuff, 560 on Cityscapes, long side at most 2048, resized as
-# mmcv does, sliding 224² windows at stride 112, 80 templates, the peers' class names).
-PROTOCOLS = ("pixelclip", "sclip")
+# templates, features at feature_size²), and the training-free peers' as their configs set
+# them per benchmark (evaluate.inference.PEER_PROTOCOLS): sclip (short side 336, 448 on
+# COCO-Stuff, 560 on Cityscapes; 224² windows at stride 112), naclip (336, 560 on Cityscapes;
+# the same windows, VOC-20 whole), clearclip (448; 448² windows at stride 224, 224² on
+# Cityscapes); all resized as mmcv does, long side at most 2048, 80 templates, the peers'
+# class names.
+PROTOCOLS = ("pixelclip", "sclip", "naclip", "clearclip")
 # where mask-guided inference takes its masks: the masks stage's generators
 MASK_SOURCES = ("sa1b", "sam", "sam2", "dino", "superpixel")
 

@@ -106,7 +106,9 @@ def bench_options(args: argparse.Namespace) -> None:
         rows[f"dense_mode {mode}"] = (dataclasses.replace(plain, dense_mode=mode), None)
     rows["pamr"] = (dataclasses.replace(plain, pamr_steps=cfg.pamr_steps), None)
     rows[f"masks ({args.masks} per image)"] = (plain, masks)
-    rows["protocol sclip"] = (options_for(cfg, EvalOption("sclip", "maskclip", "sclip")), None)
+    for protocol in ("sclip", "clearclip"):  # naclip's geometry is sclip's off VOC-20
+        option = EvalOption(protocol, "maskclip", protocol)
+        rows[f"protocol {protocol}"] = (options_for(cfg, option), None)
     texts = {t: text_classifier(bundle, [f"class {i}" for i in range(args.classes)], t)
              .to(device) for t in {opts.templates for opts, _ in rows.values()}}
     # CPU time on the CPU (other jobs on the machine do not count), wall time on a GPU; every

@@ -127,14 +127,16 @@ def prompts_for(name: str, templates: tuple[str, ...] = TEMPLATES) -> list[str]:
     return [t.format(prompt_name(name)) for t in templates]
 
 
-# Where the training-free peers' class-name files (SCLIP's configs; NACLIP's are the same)
-# differ from the lists above: multi-word names of COCO-Stuff, ADE20K and Cityscapes are
-# written without their spaces, and a few classes are renamed or scored by several names.
+# Where the training-free peers' class-name files (SCLIP's and NACLIP's configs; ClearCLIP's
+# lack the synonyms) differ from the lists above: multi-word names of COCO-Stuff, ADE20K and
+# Cityscapes are written without their spaces, and a few classes are renamed or scored by
+# several names.
 _PEER_RENAMED: dict[str, dict[str, tuple[str, ...]]] = {
     "pascal_context_59": {"diningtable": ("table",)},
+    "voc20": {"boat": ("ship",), "diningtable": ("table",)},
+}
+_PEER_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "voc20": {
-        "boat": ("ship",),
-        "diningtable": ("table",),
         "person": ("person", "person in shirt", "person in jeans", "person in dress",
                    "person in sweater", "person in skirt", "person in jacket"),
         "tvmonitor": ("television monitor", "tv monitor", "monitor", "television", "screen"),
@@ -143,10 +145,13 @@ _PEER_RENAMED: dict[str, dict[str, tuple[str, ...]]] = {
 _PEER_UNSPACED = ("coco_stuff", "ade20k_150", "cityscapes")
 
 
-def peer_class_names(benchmark: str, classes: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+def peer_class_names(benchmark: str, classes: tuple[str, ...],
+                     synonyms: bool = True) -> tuple[tuple[str, ...], ...]:
     """Per class of ``benchmark`` (its ``classes`` as listed above), the names the
-    training-free peers score it by (the best one wins)."""
-    renamed = _PEER_RENAMED.get(benchmark, {})
+    training-free peers score it by (the best one wins); ``synonyms`` False: one name each,
+    as ClearCLIP's files have."""
+    renamed = {**_PEER_RENAMED.get(benchmark, {}),
+               **(_PEER_SYNONYMS.get(benchmark, {}) if synonyms else {})}
     unspaced = benchmark in _PEER_UNSPACED
     return tuple(renamed.get(name, (prompt_name(name).replace(" ", "") if unspaced
                                     else prompt_name(name),))

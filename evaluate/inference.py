@@ -26,7 +26,7 @@ from evaluate.benchmarks import LAYOUTS
 from evaluate.class_names import IMAGENET_TEMPLATES, TEMPLATES, peer_class_names, prompts_for
 from evaluate.refine import paint_masks, pamr
 from models.clip import CLIPBundle, encode_texts
-from models.dense import dense_features, stride
+from models.dense import POSITIONS, dense_features, stride
 from train.augment import resized_shape
 
 # How an image is resized to the network's input: torch's antialiased bilinear filter, plain
@@ -56,37 +56,67 @@ class InferenceOptions:
     slide_max: int = 0  # sliding: the resized image's long side at most this; 0 = no limit
     # per class, the names it is scored by (the best one wins); () = the benchmark's own
     class_names: tuple[tuple[str, ...], ...] = ()
+    positions: str = "size"  # how positional embeddings reach the grid (models.dense.POSITIONS)
+    pad_crops: bool = False  # sliding: a crop off the patch grid zero-padded to it, centred
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZES:
             raise ValueError(f"resize {self.resize!r} is not one of {', '.join(RESIZES)}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions {self.positions!r} is not one of "
+                             f"{', '.join(POSITIONS)}")
+
+
+@dataclass(frozen=True)
+class PeerProtocol:
+    """A training-free peer's test configs, per benchmark ("" = any other): the short side
+    the image is resized to (long side at most :data:`PEER_LONG_SIDE`), the sliding window
+    (0 = the whole image) and its stride."""
+
+    short_side: dict[str, int]
+    window: dict[str, int]
+    stride: int
+    pad_crops: bool = False  # a crop off the patch grid padded to it (else its rest dropped)
+    synonyms: bool = True  # VOC-20's person and monitor scored by several names
+
+
+def _per(table: dict[str, int], benchmark: str) -> int:
+    return table.get(benchmark, table[""])
+
+
+# Their configs (SCLIP's, NACLIP's, ClearCLIP's repositories); all resize as mmcv does, use the
+# 80 ImageNet templates and the peers' class names, and interpolate positions by scale factor
+PEER_LONG_SIDE = 2048
+PEER_PROTOCOLS = {
+    "sclip": PeerProtocol({"": 336, "coco_stuff": 448, "cityscapes": 560}, {"": 224}, 112),
+    "naclip": PeerProtocol({"": 336, "cityscapes": 560}, {"": 224, "voc20": 0}, 112),
+    "clearclip": PeerProtocol({"": 448}, {"": 448, "cityscapes": 224}, 224, pad_crops=True,
+                              synonyms=False),
+}
 
 
 def options_for(cfg, option=None, benchmark: str = "") -> InferenceOptions:
     """Inference options of ``cfg`` (an ``EvaluateParams``) with ``option`` (an
-    ``EvalOption``, its empty fields taking ``cfg``'s) on ``benchmark``. The ``sclip``
-    protocol fixes its own geometry, resize, templates and class names, as SCLIP's configs
-    do per benchmark."""
+    ``EvalOption``, its empty fields taking ``cfg``'s) on ``benchmark``. A peer's protocol
+    (:data:`PEER_PROTOCOLS`) fixes its own geometry, resize, templates and class names, as
+    that peer's configs do per benchmark."""
     protocol = (option and option.protocol) or cfg.protocol
     mode = (option and option.dense_mode) or cfg.dense_mode
     pamr = option.pamr if option is not None else cfg.pamr
     steps = cfg.pamr_steps if pamr else 0
-    if protocol == "sclip":
+    if protocol in PEER_PROTOCOLS:
+        peer = PEER_PROTOCOLS[protocol]
+        names = (peer_class_names(benchmark, LAYOUTS[benchmark].classes, peer.synonyms)
+                 if benchmark in LAYOUTS else ())
         return InferenceOptions(
-            SCLIP_WINDOW, 0, True, SCLIP_STRIDE,
-            SCLIP_SHORT_SIDE.get(benchmark, SCLIP_SHORT_SIDE[""]), mode,
-            IMAGENET_TEMPLATES, steps, cfg.pamr_dilations, "mmcv", slide_max=SCLIP_LONG_SIDE,
-            class_names=peer_class_names(benchmark, LAYOUTS[benchmark].classes)
-            if benchmark in LAYOUTS else ())
+            _per(peer.window, benchmark) or PEER_LONG_SIDE, 0, True, peer.stride,
+            _per(peer.short_side, benchmark), mode, IMAGENET_TEMPLATES, steps,
+            cfg.pamr_dilations, "mmcv", slide_max=PEER_LONG_SIDE, class_names=names,
+            positions="scale", pad_crops=peer.pad_crops)
     return InferenceOptions(cfg.resolution, cfg.feature_size, cfg.sliding_window,
                             cfg.window_stride, cfg.slide_short_side, mode, TEMPLATES, steps,
                             cfg.pamr_dilations, "antialias" if cfg.antialias else "bilinear",
                             cfg.resize_short, cfg.resize_max)
-
-
-# SCLIP's configs (NACLIP's: COCO-Stuff at 336, VOC-20 whole; ClearCLIP's: every short side 448)
-SCLIP_WINDOW, SCLIP_STRIDE, SCLIP_LONG_SIDE = 224, 112, 2048
-SCLIP_SHORT_SIDE = {"": 336, "coco_stuff": 448, "cityscapes": 560}
 
 
 def check_resolution(bundle: CLIPBundle, options: InferenceOptions) -> None:
@@ -165,18 +195,19 @@ def features_to_logits(features: torch.Tensor, text: torch.Tensor,
     return torch.einsum("bdhw,cd->bchw", features, text.to(features))
 
 
-def whole_features(bundle: CLIPBundle, batch: torch.Tensor,
-                   mode: str = "pixelclip") -> torch.Tensor:
+def whole_features(bundle: CLIPBundle, batch: torch.Tensor, mode: str = "pixelclip",
+                   positions: str = "size") -> torch.Tensor:
     """Normalised ``(B, 3, r, r)`` images → dense features ``(B, D, h, w)`` (bf16 on CUDA)."""
     with _autocast(batch.device):
-        return dense_features(bundle.model.visual, batch, mode)
+        return dense_features(bundle.model.visual, batch, mode, positions)
 
 
 def whole_logits(bundle: CLIPBundle, batch: torch.Tensor, text: torch.Tensor,
-                 feature_size: int, mode: str = "pixelclip") -> torch.Tensor:
+                 feature_size: int, mode: str = "pixelclip",
+                 positions: str = "size") -> torch.Tensor:
     """Normalised ``(B, 3, r, r)`` images → ``(B, C, s, s)`` logits, ``s`` = ``feature_size``
     (0: the feature grid itself, logits upsampled later, as SCLIP does)."""
-    features = whole_features(bundle, batch, mode)
+    features = whole_features(bundle, batch, mode, positions)
     size = (feature_size, feature_size) if feature_size else tuple(features.shape[-2:])
     return features_to_logits(features, text, size)
 
@@ -189,16 +220,26 @@ def window_origins(length: int, window: int, stride: int) -> list[int]:
     return [*starts, length - window]
 
 
+def _centred_pad(length: int, step: int) -> tuple[int, int]:
+    extra = -length % step
+    return extra // 2, extra - extra // 2
+
+
 def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
                    window: int, window_stride: int, feature_size: int,
-                   mode: str = "pixelclip", batch_size: int = 16) -> torch.Tensor:
+                   mode: str = "pixelclip", batch_size: int = 16, positions: str = "size",
+                   pad: bool = False) -> torch.Tensor:
     """Normalised ``(3, H, W)`` image → ``(C, H, W)`` logits averaged over overlapping
-    ``window``² crops (a side shorter than ``window`` is cropped whole, as SCLIP does), each
-    scored like a whole image, then upsampled to the crop."""
+    ``window``² crops (a side shorter than ``window`` is cropped whole), each scored like a
+    whole image, then upsampled to the crop. A crop off the patch grid loses its last partial
+    patch, as SCLIP's patch embedding drops it, or with ``pad`` is zero-padded around its
+    centre and its logits cut back, as ClearCLIP does."""
     _, height, width = image.shape
     crop_h, crop_w = min(window, height), min(window, width)
-    step = stride(bundle.model.visual)  # a shorter crop loses its last partial patch to the
-    seen_h, seen_w = crop_h // step * step, crop_w // step * step  # patch embedding, as in SCLIP
+    step = stride(bundle.model.visual)
+    (top, bottom), (left, right) = _centred_pad(crop_h, step), _centred_pad(crop_w, step)
+    seen_h, seen_w = ((crop_h, crop_w) if pad else
+                      (crop_h // step * step, crop_w // step * step))
     boxes = [(y, x) for y in window_origins(height, window, window_stride)
              for x in window_origins(width, window, window_stride)]
     total = torch.zeros(text.shape[0], height, width, device=image.device)
@@ -206,17 +247,20 @@ def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
         crops = torch.stack([image[:, y:y + seen_h, x:x + seen_w] for y, x in chunk])
-        logits = whole_logits(bundle, crops, text, feature_size, mode)
+        if pad:
+            crops = F.pad(crops, (left, right, top, bottom))
+        logits = whole_logits(bundle, crops, text, feature_size, mode, positions)
         for (y, x), part in zip(chunk, logits, strict=True):
-            part = F.interpolate(part[None], size=(crop_h, crop_w), mode="bilinear",
-                                 align_corners=False)[0]
+            part = F.interpolate(part[None], size=crops.shape[-2:] if pad else (crop_h, crop_w),
+                                 mode="bilinear", align_corners=False)[0]
+            part = part[:, top:top + crop_h, left:left + crop_w] if pad else part
             total[:, y:y + crop_h, x:x + crop_w] += part
             count[:, y:y + crop_h, x:x + crop_w] += 1
     return total / count
 
 
 def _slide_size(shape: tuple[int, ...], options: InferenceOptions) -> tuple[int, int]:
-    short = max(options.slide_short_side or options.resolution, options.resolution)
+    short = options.slide_short_side or options.resolution
     return resized_shape(shape[0], shape[1], short, options.slide_max)
 
 
@@ -235,13 +279,15 @@ def predict(bundle: CLIPBundle, text: torch.Tensor, images: Sequence[np.ndarray]
         inputs = [to_input(img, _slide_size(img.shape, options), bundle, device, options.resize)
                   for img in seen]
         logits = [sliding_logits(bundle, x, text, options.resolution, step,
-                                 options.feature_size, options.dense_mode) for x in inputs]
+                                 options.feature_size, options.dense_mode,
+                                 positions=options.positions, pad=options.pad_crops)
+                  for x in inputs]
     else:
         side = (options.resolution, options.resolution)
         batch = torch.stack([to_input(img, side, bundle, device, options.resize)
                              for img in seen])
         logits = list(whole_logits(bundle, batch, text, options.feature_size,
-                                   options.dense_mode))
+                                   options.dense_mode, options.positions))
     out = []
     for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
         up = F.interpolate(lg[None].float(), size=tuple(size), mode="bilinear",

@@ -5,7 +5,9 @@ no token attends to another (``pixelclip``, the official path: the class token's
 residual of every token; ``maskclip``: each token's own); ``ln_post`` and the visual projection
 then apply to every patch token. A timm tower (ConvNeXt) applies its head's norm and
 projection at every location. Positional embeddings are interpolated bicubically, so any input
-size divisible by the tower's stride works. No open_clip code is copied or patched: the
+size divisible by the tower's stride works: to the grid's size (open_clip's and PixelCLIP's
+way), or by a scale factor of the grid's side plus 0.1 (DINO's, which the training-free peers
+use). No open_clip code is copied or patched: the
 modules are called piece by piece.
 """
 
@@ -17,27 +19,41 @@ from torch import nn
 
 from config import DENSE_MODES
 
+# How positional embeddings reach a new grid: interpolated to its size, or by the scale factor
+# (side + 0.1) / old side, which samples the old grid at slightly other points
+POSITIONS = ("size", "scale")
+
 
 def interpolate_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
-                          new_grid: tuple[int, int]) -> torch.Tensor:
-    """``(1 + gh*gw, C)`` positional embedding → ``(1 + h*w, C)``, patch part bicubic."""
+                          new_grid: tuple[int, int], positions: str = "size") -> torch.Tensor:
+    """``(1 + gh*gw, C)`` positional embedding → ``(1 + h*w, C)``, patch part bicubic, as
+    ``positions`` says (:data:`POSITIONS`)."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     if tuple(old_grid) == tuple(new_grid):
         return pos
+    if positions == "scale" and new_grid[0] * new_grid[1] == old_grid[0] * old_grid[1]:
+        return pos  # the peers interpolate only when the token count changes
     cls, grid = pos[:1], pos[1:]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False)
+    grid = grid.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2).float()
+    if positions == "size":
+        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    else:
+        factor = tuple((new + 0.1) / old for new, old in zip(new_grid, old_grid, strict=True))
+        grid = F.interpolate(grid, scale_factor=factor, mode="bicubic", align_corners=False)
     grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)
     return torch.cat([cls, grid], dim=0)
 
 
-def _tokens(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def _tokens(visual: nn.Module, images: torch.Tensor,
+            positions: str = "size") -> tuple[torch.Tensor, tuple[int, int]]:
     """Patch embedding + class token + interpolated positions + ``ln_pre``: ``(B, 1+hw, C)``."""
     x = visual.conv1(images)
     grid = (x.shape[-2], x.shape[-1])
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
     x = torch.cat([cls, x], dim=1)
-    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid)
+    pos = interpolate_pos_embed(visual.positional_embedding, visual.grid_size, grid, positions)
     return visual.ln_pre(x + pos.to(x.dtype)), grid
 
 
@@ -126,13 +142,15 @@ def stride(visual: nn.Module) -> int:
     return int(trunk.feature_info[-1]["reduction"])
 
 
-def dense_features(visual: nn.Module, images: torch.Tensor,
-                   mode: str = "pixelclip") -> torch.Tensor:
+def dense_features(visual: nn.Module, images: torch.Tensor, mode: str = "pixelclip",
+                   positions: str = "size") -> torch.Tensor:
     """Normalised images ``(B, 3, H, W)`` → joint-space features ``(B, D, H/s, W/s)``.
 
     Not L2-normalised. H and W must be divisible by the tower's :func:`stride`. ViTs run
-    their last block in dense ``mode`` (:func:`_dense_block`); a timm tower (ConvNeXt) applies
-    its head's norm and the projection at every location of its last feature map.
+    their last block in dense ``mode`` (:func:`_dense_block`), positional embeddings brought
+    to the grid as ``positions`` says (:func:`interpolate_pos_embed`); a timm tower
+    (ConvNeXt) applies its head's norm and the projection at every location of its last
+    feature map.
     """
     step = stride(visual)
     if images.shape[-2] % step or images.shape[-1] % step:
@@ -144,7 +162,7 @@ def dense_features(visual: nn.Module, images: torch.Tensor,
         return _timm_dense(visual, images)
     if getattr(visual, "attn_pool", None) is not None:
         raise NotImplementedError("dense features of attention-pooled towers")
-    x, (h, w) = _tokens(visual, images)
+    x, (h, w) = _tokens(visual, images, positions)
     blocks = visual.transformer.resblocks
     batch_first = getattr(visual.transformer, "batch_first", True)
     if not batch_first:
