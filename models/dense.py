@@ -7,8 +7,7 @@ then apply to every patch token. A timm tower (ConvNeXt) applies its head's norm
 projection at every location. Positional embeddings are interpolated bicubically, so any input
 size divisible by the tower's stride works: to the grid's size (open_clip's and PixelCLIP's
 way), or by a scale factor of the grid's side plus 0.1 (DINO's, which the training-free peers
-use). No open_clip code is copied or patched: the
-modules are called piece by piece.
+use). No open_clip code is copied or patched: the modules are called piece by piece.
 """
 
 from __future__ import annotations
