@@ -237,9 +237,12 @@ def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
     _, height, width = image.shape
     crop_h, crop_w = min(window, height), min(window, width)
     step = stride(bundle.model.visual)
-    (top, bottom), (left, right) = _centred_pad(crop_h, step), _centred_pad(crop_w, step)
-    seen_h, seen_w = ((crop_h, crop_w) if pad else
-                      (crop_h // step * step, crop_w // step * step))
+    if pad:
+        (top, bottom), (left, right) = _centred_pad(crop_h, step), _centred_pad(crop_w, step)
+        seen_h, seen_w = crop_h, crop_w
+    else:
+        top = bottom = left = right = 0
+        seen_h, seen_w = crop_h // step * step, crop_w // step * step
     boxes = [(y, x) for y in window_origins(height, window, window_stride)
              for x in window_origins(width, window, window_stride)]
     total = torch.zeros(text.shape[0], height, width, device=image.device)
@@ -251,9 +254,9 @@ def sliding_logits(bundle: CLIPBundle, image: torch.Tensor, text: torch.Tensor,
             crops = F.pad(crops, (left, right, top, bottom))
         logits = whole_logits(bundle, crops, text, feature_size, mode, positions)
         for (y, x), part in zip(chunk, logits, strict=True):
-            part = F.interpolate(part[None], size=crops.shape[-2:] if pad else (crop_h, crop_w),
-                                 mode="bilinear", align_corners=False)[0]
-            part = part[:, top:top + crop_h, left:left + crop_w] if pad else part
+            size = (top + crop_h + bottom, left + crop_w + right)  # the padded crop
+            part = F.interpolate(part[None], size=size, mode="bilinear",
+                                 align_corners=False)[0, :, top:top + crop_h, left:left + crop_w]
             total[:, y:y + crop_h, x:x + crop_w] += part
             count[:, y:y + crop_h, x:x + crop_w] += 1
     return total / count
