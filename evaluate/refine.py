@@ -18,18 +18,24 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+_CENTRE = _OFFSETS.index((0, 0))
+_POOL_ELEMENTS = 1 << 26  # mask pixels pooled per matrix product
 
 
-def _neighbours(h: int, w: int, dilation: int, device) -> torch.Tensor:
-    """``(9, H*W)`` flat index of each pixel's 3×3 neighbourhood at ``dilation`` (edges
-    replicated); row 4 is the pixel itself."""
-    ys = torch.arange(h, device=device)[:, None]
-    xs = torch.arange(w, device=device)[None, :]
-    rows = [((ys + dy * dilation).clamp(0, h - 1) * w + (xs + dx * dilation).clamp(0, w - 1))
-            .flatten() for dy, dx in _OFFSETS]
-    return torch.stack(rows)
+def _around(x: torch.Tensor, dilations: Sequence[int]) -> list[torch.Tensor]:
+    """Views ``(..., H, W)`` of every pixel's 3×3 neighbours at each dilation, edges
+    replicated: 9 per dilation, in :data:`_OFFSETS` order."""
+    pad, (h, w) = max(dilations), x.shape[-2:]
+    padded = F.pad(x[None], (pad,) * 4, mode="replicate")[0]
+    return [padded[..., pad + dy * d:pad + dy * d + h, pad + dx * d:pad + dx * d + w]
+            for d in dilations for dy, dx in _OFFSETS]
+
+
+def _ring(views: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [v for i, v in enumerate(views) if i % len(_OFFSETS) != _CENTRE]
 
 
 def pamr(image: torch.Tensor, logits: torch.Tensor, steps: int = 10,
@@ -37,19 +43,20 @@ def pamr(image: torch.Tensor, logits: torch.Tensor, steps: int = 10,
     """Refine ``(C, H, W)`` logits with the affinities of the float ``(3, H, W)`` image."""
     if steps <= 0:
         return logits
-    c, h, w = logits.shape
-    index = torch.cat([_neighbours(h, w, d, image.device) for d in dilations])  # (9 n, HW)
-    flat = image.reshape(3, -1)
-    around = flat[:, index]  # (3, 9 n, HW)
-    spread = around.std(dim=1, keepdim=True)  # over every neighbourhood at once
-    ring = torch.tensor([i for i in range(len(index)) if i % 9 != 4], device=image.device)
-    affinity = -(around[:, ring] - flat[:, None]).abs() / (1e-8 + 0.1 * spread)
-    weights = affinity.mean(dim=0).softmax(dim=0)  # (8 n, HW): the 8 around, per dilation
-    index = index[ring].flatten()
-    out = logits.reshape(c, -1)
+    # shifted views and in-place sums: memory stays a few (C, H, W) tensors at any image size
+    views = _around(image, dilations)
+    mean = sum(views) / len(views)
+    spread = (sum((v - mean).square() for v in views) / (len(views) - 1)).sqrt()
+    scale = 1e-8 + 0.1 * spread
+    weights = torch.stack([((v - image).abs() / scale).mean(dim=0).neg()
+                           for v in _ring(views)]).softmax(dim=0)
+    out = logits
     for _ in range(steps):
-        out = (out.index_select(1, index).view(c, len(ring), -1) * weights).sum(dim=1)
-    return out.reshape(c, h, w)
+        acc = torch.zeros_like(out)
+        for view, weight in zip(_ring(_around(out, dilations)), weights, strict=True):
+            acc.addcmul_(view, weight)
+        out = acc
+    return out
 
 
 def paint_masks(logits: torch.Tensor, masks: np.ndarray | None) -> torch.Tensor:
@@ -58,12 +65,16 @@ def paint_masks(logits: torch.Tensor, masks: np.ndarray | None) -> torch.Tensor:
     labels = logits.argmax(dim=0)
     if masks is None or len(masks) == 0:
         return labels
-    stack = torch.from_numpy(np.ascontiguousarray(masks)).to(logits.device)
-    area = stack.flatten(1).sum(1)
-    keep = area > 0
-    stack, area = stack[keep], area[keep]
-    named = (torch.einsum("chw,nhw->nc", logits, stack.to(logits.dtype))
-             / area[:, None]).argmax(dim=1)
+    flat_masks = np.ascontiguousarray(masks).reshape(len(masks), -1)
+    area = torch.from_numpy(flat_masks.sum(1)).to(logits.device)  # torch's sum copies to int64
+    stack = torch.from_numpy(flat_masks).to(logits.device)
+    flat = logits.flatten(1)
+    # a few masks at a time: a float copy of every mask at once is 4 bytes per mask pixel
+    step = max(1, _POOL_ELEMENTS // flat.shape[1])
+    sums = torch.cat([stack[i:i + step].to(flat.dtype) @ flat.T
+                      for i in range(0, len(stack), step)])
+    named = (sums / area.clamp(min=1)[:, None]).argmax(dim=1)
+    labels = labels.flatten()
     for i in torch.argsort(area, descending=True, stable=True).tolist():
         labels[stack[i]] = named[i]
-    return labels
+    return labels.view(logits.shape[1:])

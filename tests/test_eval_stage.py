@@ -451,32 +451,6 @@ def test_an_option_scores_its_own_checkpoint(tmp_path, synth_root, checkpoint):
         run(missing)
 
 
-def test_mask_painting_and_pamr():
-    """A mask takes the class of its mean logits, smaller masks on top, pixels outside keep
-    their own; PAMR moves logits along the image, not across an edge."""
-    from evaluate.refine import paint_masks, pamr
-
-    logits = torch.zeros(3, 4, 6)
-    logits[0] = 1.0
-    logits[1, :, :2] = 2.0  # class 1 wins in the left two columns
-    masks = np.zeros((2, 4, 6), bool)
-    masks[0, :, :3] = True  # mean over 12 pixels: class 1 has 8 × 2 / 12 > 1
-    masks[1, 0, 0] = True  # a smaller mask inside it, painted last
-    logits[2, 0, 0] = 10.0
-    labels = paint_masks(logits, masks)
-    assert labels[0, 0] == 2 and (labels[:, :3].flatten()[1:] == 1).all()
-    assert (labels[:, 3:] == 0).all()
-    assert torch.equal(paint_masks(logits, None), logits.argmax(0))
-    image = torch.zeros(3, 32, 32)
-    image[:, :, 16:] = 255.0
-    noisy = torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(0))
-    refined = pamr(image, noisy, steps=20, dilations=(1, 2))
-    left, right = refined[:, :, :14], refined[:, :, 18:]
-    assert left.std(dim=(1, 2)).max() < 0.5 * noisy.std()
-    assert (left.mean(dim=(1, 2)) - noisy[:, :, :16].mean(dim=(1, 2))).abs().max() < 0.1
-    assert (right.mean(dim=(1, 2)) - noisy[:, :, 16:].mean(dim=(1, 2))).abs().max() < 0.1
-
-
 @pytest.mark.parametrize("generator", ["sam", "dino", pytest.param("sam2", marks=pytest.mark.slow)])
 def test_masks_from_a_model_generator_guide_evaluate_and_segment(tmp_path, synth_root,
                                                                   checkpoint, generator):
