@@ -7,7 +7,7 @@
 #      not touched); eval.json and the run's summary and log land in OUT_DIR.
 # Usage: bench/gpu.sh OUT_DIR [extra --set KEY=VALUE for step 3]; a log per step in OUT_DIR.
 # STEPS="tests default" bench/gpu.sh OUT_DIR runs only the steps named (tests, train_step,
-# masks, sam2, loader_train, evaluate, options, default).
+# masks, sam2, loader_train, evaluate, options, refine, default).
 set -uo pipefail
 out=${1:?usage: bench/gpu.sh OUT_DIR [--set KEY=VALUE ...]}
 shift
@@ -16,7 +16,7 @@ out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-steps=" ${STEPS:-tests train_step masks sam2 loader_train evaluate options default} "
+steps=" ${STEPS:-tests train_step masks sam2 loader_train evaluate options refine default} "
 
 step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT_DIR/NAME.log
   local name=$1 limit=$2 start=$SECONDS
@@ -76,6 +76,7 @@ step evaluate 120 "$py" bench/evaluate.py --model ViT-B-16 --resolution 320 --de
   --image-size 512 --images 256 --batch-size 16
 step options 180 "$py" bench/evaluate.py --options --model ViT-B-16-quickgelu --resolution 320 \
   --device cuda --image-size 512 --images 64 --batch-size 16 --masks 100
+step refine 300 "$py" bench/refine.py --device cuda
 export -f default_on_gpu
 export out py
 step default 300 bash -c 'default_on_gpu "$@"' _ "$@"

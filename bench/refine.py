@@ -81,7 +81,9 @@ def _case(kind: str, impl: str, size: tuple, device: str, queue) -> None:
         fn = (lambda: paint_masks(logits, masks)) if impl == "ours" else \
             (lambda: einsum_paint(logits, masks))
     if dev.type == "cuda":
+        fn()  # warm-up: the allocator's pool and the kernels' first launch
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         start = time.perf_counter()
