@@ -58,12 +58,15 @@ def published_pamr(image: torch.Tensor, logits: torch.Tensor, steps: int,
 
 
 @pytest.mark.parametrize("shape,dilations", [((40, 56), (8, 16)), ((23, 17), (1, 2, 3))])
-def test_pamr_is_the_published_module(shape, dilations):
+def test_pamr_is_the_published_module(shape, dilations, monkeypatch):
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(3, *shape, generator=generator, dtype=torch.float64) * 255
     logits = torch.randn(5, *shape, generator=generator, dtype=torch.float64)
     want = published_pamr(image, logits, 10, dilations)
     assert torch.allclose(pamr(image, logits, 10, dilations), want, rtol=0, atol=1e-12)
+    with monkeypatch.context() as m:  # classes refined 2 at a time: chunks of 2, 2 and 1
+        m.setattr(evaluate.refine, "_PAMR_ELEMENTS", 2 * shape[0] * shape[1])
+        assert torch.allclose(pamr(image, logits, 10, dilations), want, rtol=0, atol=1e-12)
     single = pamr(image.float(), logits.float(), 10, dilations).double()
     assert torch.allclose(single, want, rtol=0, atol=1e-4)
     assert not torch.allclose(pamr(image, logits, 9, dilations), want, rtol=0, atol=1e-3)
