@@ -154,6 +154,8 @@ class TrainParams:
     sinkhorn_iters: int = bounded(3, 0)
     trainable: str = choice("attention", ("attention", "full", "none"))
     dense_mode: str = choice("maskclip", DENSE_MODES)  # docs/method.md says why
+    # the block the teacher clusters masks through; "" = dense_mode (the official code)
+    teacher_dense_mode: str = choice("", ("", *DENSE_MODES))
     # paper: 64, 64, 32 (4x the CPU cost)
     head_widths: tuple[int, int, int] = bounded((16, 16, 8), 1)
     use_clustering: bool = True  # ablation switch

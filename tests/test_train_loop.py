@@ -46,6 +46,33 @@ def test_one_step_changes_image_encoder_and_prompts_not_text(shard_dir, tmp_path
     assert metrics["loss"] > 0 and 1 <= metrics["used"] <= 8
 
 
+def test_the_teacher_clusters_through_teacher_dense_mode(shard_dir, tmp_path):
+    """The masks are assigned from the teacher's features in its own block, not the student's."""
+    from dataclasses import replace
+
+    from models.clip import normalise
+    from models.dense import dense_features
+    from shards.reader import list_shards
+    from train.clustering import assign, mask_pool
+    from train.data import batches, expand_masks
+    from train.loop import build
+    from train.model import batch_loss
+
+    run = build(tiny_cfg(shard_dir, tmp_path, max_masks=8, dense_mode="clearclip"))
+    batch = next(batches(run.cfg, list_shards(shard_dir), 4, seed=0))
+    if "toggles" in batch:
+        batch["masks"], batch["valid"] = expand_masks(batch, run.cfg.max_masks)
+    with torch.no_grad():
+        _, own = batch_loss(run.net, run.clip, run.teacher, batch, run.cfg, run.stats)
+        cfg = replace(run.cfg, teacher_dense_mode="maskclip")
+        _, labels = batch_loss(run.net, run.clip, run.teacher, batch, cfg, run.stats)
+        feats = dense_features(run.teacher, normalise(batch["teacher"], *run.stats), "maskclip")
+        expected = assign(mask_pool(feats.float(), batch["masks"]), batch["valid"],
+                          run.core.prompts(run.clip), cfg.logit_scale, cfg.sinkhorn_iters)
+    assert torch.equal(labels, expected)
+    assert not torch.equal(labels, own)
+
+
 def test_visual_delay_holds_the_image_tower_while_prompts_learn(shard_dir, tmp_path):
     from shards.reader import list_shards
     from train.data import batches

@@ -87,7 +87,7 @@ def batch_loss(net: nn.Module, text_model: nn.Module, teacher: nn.Module, batch:
     with torch.no_grad():
         plain = normalise(batch["teacher"], *stats)
         source = teacher if cfg.use_momentum else _module(net).visual
-        feats = dense_features(source, plain, cfg.dense_mode).float()
+        feats = dense_features(source, plain, cfg.teacher_dense_mode or cfg.dense_mode).float()
         mask_feats = mask_pool(feats, masks)
         iters = cfg.sinkhorn_iters if cfg.use_clustering else 0
         labels = assign(mask_feats, valid, centres.detach(), cfg.logit_scale, iters)
