@@ -120,7 +120,6 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
             for bundle in models.of(row).values():
                 check_resolution(bundle, row.options)
     prompts = load_prompt_features(cfg.checkpoint)
-    trained = {path: trained_dense_mode(path) for path in models.checkpoints}
     results, per_class = {}, {"config": to_dict(cfg)}
     for bench in benchmarks:
         outcome = evaluate_benchmark(bench, models, device, cfg, masks or MasksParams())
@@ -135,7 +134,7 @@ def run(cfg: EvaluateParams, masks: MasksParams | None = None) -> EvalSummary:
             rows = {r.name: r for r in table_rows(cfg, bench.name)}
             results[bench.name]["options"] = {
                 name: {**rows[name].settings,
-                       "trained_dense_mode": trained.get(rows[name].checkpoint),
+                       **trained_modes(rows[name].checkpoint),
                        **headline({m: summarize(cm, bench.classes, bench.miou)
                                    for m, cm in matrices.items()}, scored,
                                   outcome.counts[name], cfg.bootstrap_draws, bench.miou),
@@ -176,17 +175,22 @@ def table_rows(cfg: EvaluateParams, benchmark: str) -> list[Row]:
     return rows
 
 
-def trained_dense_mode(checkpoint: str) -> str | None:
-    """``train.dense_mode`` of the run that wrote ``checkpoint`` (its ``params.json``), or None
-    for a checkpoint that this project's trainer did not write."""
+def trained_modes(checkpoint: str) -> dict[str, str | None]:
+    """The last blocks the run that wrote ``checkpoint`` trained through (its ``params.json``):
+    ``train.dense_mode`` and the teacher's (``teacher_dense_mode``, "" meaning the same), both
+    None for a checkpoint that this project's trainer did not write."""
     path = Path(checkpoint).parent / "params.json"
-    if not checkpoint or not path.is_file():
-        return None
-    try:
-        mode = json.loads(path.read_text()).get("dense_mode")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return mode if isinstance(mode, str) else None
+    mode = teacher = None
+    if checkpoint and path.is_file():
+        try:
+            params = json.loads(path.read_text())
+            mode, teacher = params.get("dense_mode"), params.get("teacher_dense_mode") or None
+        except (OSError, ValueError, AttributeError):
+            pass
+    if not isinstance(mode, str):
+        mode = teacher = None
+    return {"trained_dense_mode": mode,
+            "trained_teacher_dense_mode": teacher if isinstance(teacher, str) else mode}
 
 
 @dataclass(frozen=True)

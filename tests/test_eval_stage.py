@@ -419,7 +419,7 @@ def test_options_table_scores_every_mode_mask_source_pamr_and_protocol(tmp_path,
 
 def test_an_option_scores_its_own_checkpoint(tmp_path, synth_root, checkpoint):
     """An option may name the checkpoint it scores (one trained in its mode): that row's numbers
-    are the checkpoint's default-row numbers, eval.json names it and its training mode, the
+    are the checkpoint's default-row numbers, eval.json names it and its training modes, the
     other rows keep the stage's checkpoint, and a missing one is an error naming its key."""
     from config import EvalOption
     from evaluate.stage import run
@@ -428,7 +428,8 @@ def test_an_option_scores_its_own_checkpoint(tmp_path, synth_root, checkpoint):
     own = tmp_path / "clear" / "final.pt"
     own.parent.mkdir()
     torch.save(load_clip(MODEL, "").model.state_dict(), own)
-    (own.parent / "params.json").write_text(json.dumps({"dense_mode": "clearclip"}))
+    (own.parent / "params.json").write_text(json.dumps({"dense_mode": "clearclip",
+                                                        "teacher_dense_mode": "maskclip"}))
     torch.save(load_clip(MODEL, "").model.state_dict(), tmp_path / "base.pt")
     cfg = eval_cfg(tmp_path, synth_root, checkpoint=str(checkpoint), resolution=32,
                    baseline=str(tmp_path / "base.pt"),
@@ -441,6 +442,8 @@ def test_an_option_scores_its_own_checkpoint(tmp_path, synth_root, checkpoint):
     assert table["own"]["checkpoint"] != table["same"]["checkpoint"]
     assert (table["own"]["trained_dense_mode"], table["same"]["trained_dense_mode"]) == (
         "clearclip", None)
+    assert (table["own"]["trained_teacher_dense_mode"],
+            table["same"]["trained_teacher_dense_mode"]) == ("maskclip", None)
     alone = dataclasses.replace(cfg, checkpoint=str(own), options=())
     run(alone)
     default = json.loads(Path(alone.metrics).read_text())["synthetic"]
