@@ -50,6 +50,10 @@ def test_dvc_repro_runs_every_stage_and_training_lowers_the_loss(tmp_path):
     synthetic = json.loads((tmp_path / "metrics" / "eval.json").read_text())["synthetic"]
     assert synthetic["images"] == 6
     assert {"baseline", "checkpoint", "gain_miou"} <= set(synthetic)
+    official = synthetic["options"]["official-dense"]  # scores the train_official stage's run
+    assert official["checkpoint_path"] == "data/models/pixelclip_official/final.pt"
+    assert (official["trained_dense_mode"], official["trained_teacher_dense_mode"]) == (
+        "pixelclip", "maskclip")
     assert (tmp_path / "plots" / "synthetic" / "overlays.png").is_file()
     log = [json.loads(line) for line in
            (tmp_path / "data" / "models" / "pixelclip" / "log.jsonl").read_text().splitlines()]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import Any
 
 import click
 
 from cli_options import params_option, set_option
-from config import parse_sets, stage_params
+from config import TrainParams, all_params, parse_sets
 
 
 @click.command()
@@ -23,20 +25,36 @@ from config import parse_sets, stage_params
 @click.option("--resume", help="'latest' or a checkpoint path [train.resume]")
 @click.option("--overwrite", is_flag=True, default=None,
               help="replace the run already in the run folder [train.overwrite]")
+@click.option("--official", is_flag=True,
+              help="the train_official run: train's recipe with train_official's out and blocks")
 def train(params_path, sets, shards, out, clip_pretrained, steps, batch_size, device,
-          resume, overwrite) -> None:
+          resume, overwrite, official) -> None:
     """PixelCLIP fine-tuning (run under torchrun for DDP)."""
     from train.loop import run
 
-    # a side run's curves travel with it instead of overwriting the default run's
-    live = f"{out}/live" if out and "train.live" not in parse_sets(sets) else None
-    cfg = stage_params(params_path, "train", sets, {
+    cfg = train_params(params_path, sets, official, {
         "shards": shards, "out": out, "clip_pretrained": clip_pretrained, "steps": steps,
-        "batch_size": batch_size, "device": device, "resume": resume, "overwrite": overwrite,
-        "live": live})
+        "batch_size": batch_size, "device": device, "resume": resume, "overwrite": overwrite})
     summary = run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
         click.echo(f"train: {summary.line()}")
+
+
+def train_params(params_path: str, sets: tuple[str, ...], official: bool,
+                 flags: dict[str, Any]) -> TrainParams:
+    """``train`` as the command runs it: params.yaml ← ``--set`` ← flags; with ``official``,
+    train_official's keys replace train's. A side run's curves travel with it
+    (``<out>/live``) instead of overwriting the default run's, unless train.live is set."""
+    params = all_params(params_path, "train", sets, flags)
+    cfg = params.train
+    side_run = bool(flags.get("out")) or official
+    if official:
+        side = params.train_official
+        cfg = replace(cfg, out=flags.get("out") or side.out, dense_mode=side.dense_mode,
+                      teacher_dense_mode=side.teacher_dense_mode)
+    if side_run and "train.live" not in parse_sets(sets):
+        cfg = replace(cfg, live=f"{cfg.out}/live")
+    return cfg
 
 
 @click.command("export-weights")
