@@ -2,9 +2,9 @@
 # The GPU checks behind bench/RESULTS.md, in one run on a CUDA machine:
 #   1. tests/test_cuda.py (GPU paths against CPU / stock ones),
 #   2. each bench at the real setup's sizes (ViT-B/16 at 320, SAM ViT-H at 1024, random weights),
-#   3. the embedded default's masks → train → evaluate on the GPU, from the tiny CLIP in
-#      data/models/tinyclip (pretrain's output), in a temporary folder (the repo's data/ is
-#      not touched); eval.json and the run's summary and log land in OUT_DIR.
+#   3. the embedded default's masks → train → train_official → evaluate on the GPU, from the
+#      tiny CLIP in data/models/tinyclip (pretrain's output), in a temporary folder (the repo's
+#      data/ is not touched); eval.json and the runs' summaries and log land in OUT_DIR.
 # Usage: bench/gpu.sh OUT_DIR [extra --set KEY=VALUE for step 3]; a log per step in OUT_DIR.
 # STEPS="tests default" bench/gpu.sh OUT_DIR runs only the steps named (tests, train_step,
 # masks, sam2, loader_train, evaluate, options, refine, default).
@@ -27,27 +27,28 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT_DIR/NAME
   echo "== $name: rc ${PIPESTATUS[0]}, $((SECONDS - start)) s" | tee -a "$out/$name.log"
 }
 
-default_on_gpu() {  # the embedded default's last three stages, on the GPU
-  local work
+default_on_gpu() {  # the embedded default's stages after pretrain, on the GPU
+  # in a scratch folder with params.yaml's own relative paths, the tiny CLIP linked in
+  local repo=$PWD work stage start python
+  python="$(cd "$(dirname "$(command -v "$py")")" && pwd)/$(basename "$py")"
   work=$(mktemp -d)
-  local sets=(--set "synth.out=$work/synthetic" --set "masks.input=$work/synthetic/train/images"
-    --set "masks.out=$work/shards" --set "train.shards=$work/shards"
-    --set "train.out=$work/pixelclip" --set "evaluate.checkpoint=$work/pixelclip/final.pt"
-    --set "evaluate.synthetic=$work/synthetic" --set "evaluate.metrics=$out/eval.json"
-    --set "evaluate.per_class=$work/per_class.json" --set "evaluate.plots=$work/plots"
-    --set train.device=cuda --set evaluate.device=cuda "$@")
-  local stage start
-  for stage in synth masks train evaluate; do
+  mkdir -p "$work/data/models"
+  ln -s "$repo/data/models/tinyclip" "$work/data/models/tinyclip"
+  local sets=(--set train.device=cuda --set evaluate.device=cuda "$@")
+  cd "$work" || return
+  for stage in synth masks train train_official evaluate; do
     start=$SECONDS
-    if [ "$stage" = synth ]; then
-      "$py" cli.py synth "${sets[@]}" --web 0 || return
-    else
-      "$py" cli.py "$stage" "${sets[@]}" || return
-    fi
+    case $stage in
+      synth) "$python" "$repo/cli.py" synth "${sets[@]}" --web 0 ;;
+      train_official) "$python" "$repo/cli.py" train --official "${sets[@]}" ;;
+      *) "$python" "$repo/cli.py" "$stage" "${sets[@]}" ;;
+    esac || return
     echo "-- $stage: $((SECONDS - start)) s"
   done
-  cp "$work/pixelclip/summary.json" "$out/train_summary.json"
-  cp "$work/pixelclip/log.jsonl" "$out/train_log.jsonl"
+  cp metrics/eval.json "$out/eval.json"
+  cp data/models/pixelclip/summary.json "$out/train_summary.json"
+  cp data/models/pixelclip/log.jsonl "$out/train_log.jsonl"
+  cp data/models/pixelclip_official/summary.json "$out/train_official_summary.json"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.log"
