@@ -34,7 +34,8 @@ default_on_gpu() {  # the embedded default's stages after pretrain, on the GPU
   work=$(mktemp -d)
   mkdir -p "$work/data/models"
   ln -s "$repo/data/models/tinyclip" "$work/data/models/tinyclip"
-  local sets=(--set train.device=cuda --set evaluate.device=cuda "$@")
+  # no dvclive curves, so the GPU box needs neither dvc nor dvclive
+  local sets=(--set train.device=cuda --set evaluate.device=cuda --set train.live= "$@")
   cd "$work" || return
   for stage in synth masks train train_official evaluate; do
     start=$SECONDS
